@@ -1,0 +1,104 @@
+"""``sample``: the one sampling loop, for every SDE and every solver."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from ._checks import check_eps, check_sde, check_tensor
+from ._utils import time_vector
+from .reverse import ScoreCheck, check_finite
+from .sde import _check_shape
+from .solvers.base import Solver, StepInfo
+from .solvers.ode import ProbabilityFlow
+
+__all__ = ["sample", "encode", "SampleResult"]
+
+
+@dataclass
+class SampleResult:
+    """Samples at ``t = eps`` (or their denoised means), and the score evaluations used."""
+
+    x: torch.Tensor
+    nfe: int
+
+
+def sample(
+    sde,
+    score_fn: Callable,
+    shape,
+    solver: Solver,
+    *,
+    eps: float = 1e-3,
+    generator: torch.Generator | None = None,
+    callback: Callable[[StepInfo], None] | None = None,
+    x_T: torch.Tensor | None = None,
+    denoise: bool = False,
+    dtype: torch.dtype | None = None,
+    device: torch.device | str | None = None,
+    return_result: bool = False,
+):
+    """Draw samples of p_eps by integrating the reverse dynamics from ``T`` to ``eps``.
+
+    Args:
+        shape: ``(B, ...)``, the shape of the samples.
+        solver: :class:`EulerMaruyama`, :class:`PredictorCorrector`, :class:`ProbabilityFlow`
+            or any :class:`Solver`.
+        eps: the final time, in ``(0, T)``.
+        generator: the source of all randomness (prior draw and solver noise).
+        callback: called after every step with a :class:`StepInfo`.
+        x_T: start here instead of a prior draw (shape ``shape``); e.g. to decode latents.
+        denoise: return Tweedie's ``E[x_0 | x_eps]`` instead of the sample of p_eps.
+        dtype, device: of the prior draw, as in torch (default: torch's defaults).
+        return_result: return a :class:`SampleResult` with the NFE instead of a tensor.
+
+    Returns a tensor of shape ``shape`` (or a :class:`SampleResult`). Raises
+    ``FloatingPointError`` naming the samples that came out non-finite.
+    """
+    check_sde(sde)
+    if not isinstance(solver, Solver):
+        raise TypeError(f"solver must be an sde_gen Solver (e.g. EulerMaruyama(steps=1000)), got {solver!r}")
+    eps = check_eps(eps, sde.T)
+    shape = _check_shape(shape)
+    if x_T is None:
+        x = sde.prior_sample(shape, generator=generator, dtype=dtype, device=device)
+    else:
+        x = check_tensor("x_T", x_T)
+        if tuple(x.shape) != shape:
+            raise ValueError(f"x_T has shape {tuple(x.shape)}, but shape is {shape}")
+    _check_generator(generator, x)
+    score = ScoreCheck(score_fn)
+    x, _ = solver.solve(sde, score, x, sde.T, eps, generator=generator, callback=callback)
+    if denoise:
+        t = time_vector(eps, x)
+        with torch.no_grad():
+            x = sde.tweedie(x, t, score(x, t))
+    check_finite("sample", x)
+    return SampleResult(x, score.nfe) if return_result else x
+
+
+def encode(
+    sde, score_fn: Callable, x: torch.Tensor, *, eps: float = 1e-5, solver: ProbabilityFlow | None = None
+):
+    """Map data ``x`` at ``t = eps`` to its latent at ``T`` with the probability-flow ODE.
+
+    ``sample(..., solver, x_T=encode(...), eps=eps)`` with the same ``ProbabilityFlow`` decodes it.
+    """
+    check_sde(sde)
+    x = check_tensor("x", x)
+    eps = check_eps(eps, sde.T)
+    solver = ProbabilityFlow() if solver is None else solver
+    if not isinstance(solver, ProbabilityFlow):
+        raise TypeError(f"solver must be a ProbabilityFlow (encoding is deterministic), got {solver!r}")
+    z, _ = solver.solve(sde, ScoreCheck(score_fn), x, eps, sde.T)
+    check_finite("encoded latent", z)
+    return z
+
+
+def _check_generator(generator, x) -> None:
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
+    if generator is not None and generator.device.type != x.device.type:
+        raise ValueError(f"generator is on {generator.device}, but the samples are on {x.device}")

@@ -1,0 +1,40 @@
+"""Solvers: one file per family; every one works for any :class:`~sde_gen.SDE`."""
+
+from .base import Solver, StepInfo, StepOutput, SteppingSolver
+from .euler_maruyama import EulerMaruyama
+from .ode import ADAPTIVE_METHODS, FIXED_METHODS, ProbabilityFlow
+from .predictor_corrector import (
+    CORRECTORS,
+    PREDICTORS,
+    AncestralPredictor,
+    AnnealedLangevin,
+    Corrector,
+    EulerMaruyamaPredictor,
+    Langevin,
+    NoCorrector,
+    Predictor,
+    PredictorCorrector,
+    ReverseDiffusionPredictor,
+)
+
+__all__ = [
+    "Solver",
+    "SteppingSolver",
+    "StepInfo",
+    "StepOutput",
+    "EulerMaruyama",
+    "ProbabilityFlow",
+    "ADAPTIVE_METHODS",
+    "FIXED_METHODS",
+    "PredictorCorrector",
+    "Predictor",
+    "Corrector",
+    "EulerMaruyamaPredictor",
+    "ReverseDiffusionPredictor",
+    "AncestralPredictor",
+    "Langevin",
+    "AnnealedLangevin",
+    "NoCorrector",
+    "PREDICTORS",
+    "CORRECTORS",
+]
