@@ -38,7 +38,11 @@ def check_int(name: str, value, *, low: int) -> int:
 
 
 def check_choice(name: str, value, allowed) -> str:
-    if value not in allowed:
+    try:
+        known = value in allowed
+    except TypeError:  # unhashable, e.g. a list
+        known = False
+    if not known:
         raise ValueError(f"{name} must be one of {sorted(allowed)}, got {value!r}")
     return value
 

@@ -104,6 +104,8 @@ def log_likelihood(
     x = check_tensor("x", x)
     eps = check_eps(eps, sde.T)
     check_choice("divergence", divergence, {"exact", "hutchinson"})
+    num_probes = check_int("num_probes", num_probes, low=1)
+    check_choice("probe", probe, {"rademacher", "gaussian"})
     solver = ProbabilityFlow() if solver is None else solver
     if not isinstance(solver, ProbabilityFlow):
         raise TypeError(f"solver must be a ProbabilityFlow, got {solver!r}")
@@ -117,8 +119,6 @@ def log_likelihood(
 
         width = 1
     else:
-        num_probes = check_int("num_probes", num_probes, low=1)
-        check_choice("probe", probe, {"rademacher", "gaussian"})
         probes = torch.randn(
             (num_probes,) + tuple(x.shape), generator=generator, dtype=x.dtype, device=x.device
         )

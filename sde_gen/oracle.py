@@ -45,6 +45,10 @@ class GaussianMixture:
             raise ValueError(f"weights must be positive with shape ({K},), got {weights.tolist()}")
         if covs.shape != (K, D, D):
             raise ValueError(f"covs must have shape ({K}, {D}, {D}), got {tuple(covs.shape)}")
+        if not bool(torch.isfinite(means).all() and torch.isfinite(covs).all()):
+            raise ValueError("means and covs must be finite")
+        if not torch.allclose(covs, covs.transpose(-1, -2)):
+            raise ValueError("covs must be symmetric (each covs[k] equal to its transpose)")
         _, info = torch.linalg.cholesky_ex(covs)
         if bool((info != 0).any()):
             raise ValueError(
@@ -90,13 +94,12 @@ class GaussianMixture:
     # -- marginals at any t under an SDE ---------------------------------------------------
 
     def marginal_params(self, sde, t: torch.Tensor):
-        """Component means ``(B, K, D)`` and covariances ``(B, K, D, D)`` of p_t at times ``t``."""
+        """Component means ``(B, K, D)`` and covariances ``(B, K, D, D)`` of p_t at times ``t``;
+        the leading dimension is 1 when all times are equal (the parameters then broadcast)."""
         check_sde(sde)
         t = t.to(self.means.dtype)
         if t.numel() > 1 and bool((t == t[0]).all()):  # one time for the whole batch: do it once
-            m, c = self.marginal_params(sde, t[:1])
-            B = t.shape[0]
-            return m.expand(B, *m.shape[1:]), c.expand(B, *c.shape[1:])
+            return self.marginal_params(sde, t[:1])
         like = self.means.new_zeros(t.shape[0], self.dim)
         k = sde.kernel(t, like)
         scale, shift, var = k.scale, k.shift, k.std**2  # (B, D), (B, D), (B,)

@@ -62,13 +62,22 @@ def sample(
         raise TypeError(f"solver must be an sde_gen Solver (e.g. EulerMaruyama(steps=1000)), got {solver!r}")
     eps = check_eps(eps, sde.T)
     shape = _check_shape(shape)
+    if callback is not None and not callable(callback):
+        raise TypeError(f"callback must be callable as callback(info) or None, got {callback!r}")
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
     if x_T is None:
         x = sde.prior_sample(shape, generator=generator, dtype=dtype, device=device)
     else:
         x = check_tensor("x_T", x_T)
         if tuple(x.shape) != shape:
             raise ValueError(f"x_T has shape {tuple(x.shape)}, but shape is {shape}")
-    _check_generator(generator, x)
+        if dtype is not None and x.dtype != dtype:
+            raise TypeError(f"x_T has dtype {x.dtype}, but dtype={dtype}; pass one or make them agree")
+        if device is not None and x.device != torch.device(device):
+            raise ValueError(f"x_T is on {x.device}, but device={device}; pass one or make them agree")
+    if generator is not None and generator.device.type != x.device.type:
+        raise ValueError(f"generator is on {generator.device}, but the samples are on {x.device}")
     score = ScoreCheck(score_fn)
     x, _ = solver.solve(sde, score, x, sde.T, eps, generator=generator, callback=callback)
     if denoise:
@@ -95,10 +104,3 @@ def encode(
     z, _ = solver.solve(sde, ScoreCheck(score_fn), x, eps, sde.T)
     check_finite("encoded latent", z)
     return z
-
-
-def _check_generator(generator, x) -> None:
-    if generator is not None and not isinstance(generator, torch.Generator):
-        raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
-    if generator is not None and generator.device.type != x.device.type:
-        raise ValueError(f"generator is on {generator.device}, but the samples are on {x.device}")

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from ._checks import check_positive, check_real
+from ._checks import check_int, check_positive, check_real
 from ._utils import batch_broadcast, flat_dim
 
 if TYPE_CHECKING:
@@ -170,6 +170,8 @@ class _BetaSchedule:
             raise ValueError(
                 f"beta_max must be >= beta_min, got beta_min={beta_min!r}, beta_max={beta_max!r}"
             )
+        if self.beta_max <= 0.0:
+            raise ValueError(f"beta_max must be > 0 (beta = 0 is no diffusion), got {beta_max!r}")
 
     def beta(self, t: torch.Tensor) -> torch.Tensor:
         return self.beta_min + t * (self.beta_max - self.beta_min)
@@ -285,7 +287,7 @@ class LinearSDE(_GaussianPriorMixin, SDE):
         else:
             self.a = a if callable(a) else _constant(check_real("a", a))
             self.g = g if callable(g) else _constant(check_positive("g", g))
-            self._tables = _tabulate_kernel(self.a, self.g, self.T, int(grid))
+            self._tables = _tabulate_kernel(self.a, self.g, self.T, check_int("grid", grid, low=16))
             self._cache: dict = {}
         one = torch.tensor([self.T], dtype=torch.float64)
         log_alpha_T, var_T = self._log_alpha_var(one)
@@ -341,23 +343,28 @@ def _tabulate_kernel(a, g, T: float, grid: int):
     h = T / grid
     knots = torch.arange(0, grid + grid // 8 + 1, dtype=torch.float64) * h
     left = knots[:-1, None] + 0.5 * h * (nodes[None, :] + 1.0)  # (n, 8) quadrature points
-    a_left = _eval(a, left)
+    a_left = _eval(a, left, "a")
     la_incr = 0.5 * h * (a_left * weights).sum(dim=1)
     log_alpha = torch.cat([torch.zeros(1, dtype=torch.float64), la_incr.cumsum(0)])
     # log alpha at the quadrature points, by a second quadrature from each interval's left knot.
     sub = 0.5 * (left - knots[:-1, None])[..., None] * (nodes + 1.0) + knots[:-1, None, None]
-    la_pts = log_alpha[:-1, None] + 0.5 * (left - knots[:-1, None]) * (_eval(a, sub) * weights).sum(-1)
-    integrand = _eval(g, left) ** 2 * torch.exp(-2.0 * la_pts)
+    la_pts = log_alpha[:-1, None] + 0.5 * (left - knots[:-1, None]) * (_eval(a, sub, "a") * weights).sum(-1)
+    integrand = _eval(g, left, "g") ** 2 * torch.exp(-2.0 * la_pts)
     v = torch.cat([torch.zeros(1, dtype=torch.float64), (0.5 * h * (integrand * weights).sum(1)).cumsum(0)])
-    dlog_alpha = _eval(a, knots)
-    dv = _eval(g, knots) ** 2 * torch.exp(-2.0 * log_alpha)
+    dlog_alpha = _eval(a, knots, "a")
+    dv = _eval(g, knots, "g") ** 2 * torch.exp(-2.0 * log_alpha)
     if not all(torch.isfinite(x).all() for x in (log_alpha, v, dlog_alpha, dv)):
         raise ValueError("LinearSDE: a(t) or g(t) is not finite somewhere on [0, T]")
     return knots, log_alpha, dlog_alpha, v, dv
 
 
-def _eval(fn, t: torch.Tensor) -> torch.Tensor:
+def _eval(fn, t: torch.Tensor, name: str) -> torch.Tensor:
     out = torch.as_tensor(fn(t), dtype=torch.float64)
+    if out.ndim != 0 and out.shape != t.shape:
+        raise ValueError(
+            f"{name}(t) must return a number or a tensor shaped like t; for t of shape "
+            f"{tuple(t.shape)} it returned shape {tuple(out.shape)}"
+        )
     return out.expand_as(t)
 
 

@@ -22,23 +22,37 @@ class _Dynamics(nn.Module):
     Adaptive solvers evaluate at trial times outside the interval (the initial step selection
     probes ``t0 + h0``); the SDE or score may be undefined there (VP's variance is negative for
     ``t < 0``), so the field is continued by its value at the nearest end.
+
+    With a ``callback``, torchdiffeq's step hook (``callback_step`` for fixed-grid methods,
+    ``callback_accept_step`` for adaptive ones; only the one the method supports is defined)
+    reports ``(t0, y0)`` at the *start* of each step, i.e. the end of the previous one, so each
+    step is reported when the next begins, and the last by :meth:`finish`.
     """
 
-    def __init__(self, fn, lo: float, hi: float, callback=None):
+    def __init__(self, fn, lo: float, hi: float, callback=None, fixed_grid: bool = False):
         super().__init__()
         self.fn, self.lo, self.hi, self.callback = fn, lo, hi, callback
         self.accepted = 0
+        if callback is not None:
+            setattr(self, "callback_step" if fixed_grid else "callback_accept_step", self._step_started)
 
     def forward(self, t, y):
         x = y[0] if isinstance(y, tuple) else y
         tv = time_vector(0.0, x) + t.clamp(self.lo, self.hi).to(x.dtype)
         return self.fn(y, tv)
 
-    def callback_accept_step(self, t0, y0, dt):
+    def _report(self, t: float, y) -> None:
+        x = y[0] if isinstance(y, tuple) else y
+        self.callback(StepInfo(step=self.accepted - 1, t=t, x=x, x_mean=x))
+
+    def _step_started(self, t0, y0, dt):
+        if self.accepted > 0:
+            self._report(float(t0), y0)
         self.accepted += 1
-        if self.callback is not None:
-            x = y0[0] if isinstance(y0, tuple) else y0
-            self.callback(StepInfo(step=self.accepted - 1, t=float(t0 + dt), x=x, x_mean=x))
+
+    def finish(self, t_end: float, y) -> None:
+        if self.callback is not None and self.accepted > 0:
+            self._report(t_end, y)
 
 
 class ProbabilityFlow(Solver):
@@ -84,7 +98,7 @@ class ProbabilityFlow(Solver):
 
         x = y0[0] if isinstance(y0, tuple) else y0
         lo, hi = min(t_start, t_end), max(t_start, t_end)
-        func = _Dynamics(fn, lo, hi, callback)
+        func = _Dynamics(fn, lo, hi, callback, fixed_grid=not self.adaptive)
         options = dict(self.options)
         if self.adaptive:
             t = torch.tensor([t_start, t_end], dtype=x.dtype, device=x.device)
@@ -92,7 +106,9 @@ class ProbabilityFlow(Solver):
         else:
             t = torch.linspace(t_start, t_end, self.steps + 1, dtype=x.dtype, device=x.device)
         ys = odeint(func, y0, t, rtol=self.rtol, atol=self.atol, method=self.method, options=options)
-        return tuple(y[-1] for y in ys) if isinstance(ys, tuple) else ys[-1]
+        out = tuple(y[-1] for y in ys) if isinstance(ys, tuple) else ys[-1]
+        func.finish(t_end, out)
+        return out
 
     def solve(self, sde, score_fn, x, t_start, t_end, *, generator=None, callback=None):
         ode = sde.probability_flow(score_fn)
