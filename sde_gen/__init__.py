@@ -1,5 +1,15 @@
 """sde_gen: score-based generative modelling in continuous time (Song et al. 2021) in PyTorch."""
 
+from .data import (
+    ImageData,
+    LevelTransform,
+    VectorData,
+    dequantized_bpd,
+    gmm8,
+    load_dataset,
+    mixture_entropy,
+)
+from .evaluation import evaluate_bpd, evaluate_nll, save_image_grid, save_samples_2d
 from .likelihood import (
     LikelihoodResult,
     bits_per_dim,
@@ -7,9 +17,12 @@ from .likelihood import (
     hutchinson_divergence,
     log_likelihood,
 )
+from .losses import WEIGHTINGS, ImportanceSampler, dsm_loss
+from .nets import MLP, GaussianFourierEmbedding, SinusoidalEmbedding, UNet
 from .oracle import GaussianMixture, energy_distance
 from .reverse import ProbabilityFlowODE, ReverseSDE, ScoreCheck
 from .sampling import SampleResult, encode, sample
+from .score import PARAMETERIZATIONS, ScoreModel
 from .sde import SDE, VESDE, VPSDE, KernelCoefficients, LinearSDE, SubVPSDE
 from .solvers import (
     CORRECTORS,
@@ -30,48 +43,22 @@ from .solvers import (
     StepOutput,
     SteppingSolver,
 )
+from .training import EMA, Callback, Trainer
 
 __version__ = "0.1.0"
 
+# fmt: off
 __all__ = [
-    # SDEs
-    "SDE",
-    "VPSDE",
-    "SubVPSDE",
-    "VESDE",
-    "LinearSDE",
-    "KernelCoefficients",
-    "ReverseSDE",
-    "ProbabilityFlowODE",
-    "ScoreCheck",
-    # solvers
-    "Solver",
-    "SteppingSolver",
-    "StepInfo",
-    "StepOutput",
-    "EulerMaruyama",
-    "PredictorCorrector",
-    "ProbabilityFlow",
-    "Predictor",
-    "Corrector",
-    "EulerMaruyamaPredictor",
-    "ReverseDiffusionPredictor",
-    "AncestralPredictor",
-    "Langevin",
-    "AnnealedLangevin",
-    "NoCorrector",
-    "PREDICTORS",
-    "CORRECTORS",
-    # sampling and likelihood
-    "sample",
-    "encode",
-    "SampleResult",
-    "log_likelihood",
-    "LikelihoodResult",
-    "bits_per_dim",
-    "exact_divergence",
-    "hutchinson_divergence",
-    # oracle
-    "GaussianMixture",
-    "energy_distance",
+    "SDE", "VPSDE", "SubVPSDE", "VESDE", "LinearSDE", "KernelCoefficients", "ReverseSDE",
+    "ProbabilityFlowODE", "ScoreCheck", "Solver", "SteppingSolver", "StepInfo", "StepOutput",
+    "EulerMaruyama", "PredictorCorrector", "ProbabilityFlow", "Predictor", "Corrector",
+    "EulerMaruyamaPredictor", "ReverseDiffusionPredictor", "AncestralPredictor", "Langevin",
+    "AnnealedLangevin", "NoCorrector", "PREDICTORS", "CORRECTORS", "sample", "encode",
+    "SampleResult", "log_likelihood", "LikelihoodResult", "bits_per_dim", "exact_divergence",
+    "hutchinson_divergence", "GaussianMixture", "energy_distance", "dsm_loss", "ImportanceSampler",
+    "WEIGHTINGS", "ScoreModel", "PARAMETERIZATIONS", "Trainer", "EMA", "Callback", "evaluate_nll",
+    "evaluate_bpd", "save_image_grid", "save_samples_2d", "MLP", "UNet", "GaussianFourierEmbedding",
+    "SinusoidalEmbedding", "load_dataset", "VectorData", "ImageData", "LevelTransform", "dequantized_bpd",
+    "mixture_entropy", "gmm8",
 ]
+# fmt: on

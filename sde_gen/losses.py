@@ -1,0 +1,136 @@
+"""Weighted denoising score matching (Vincent 2011; Song et al. 2021, Eq. 7).
+
+    L(theta) = E_t E_{x_0} E_{x_t | x_0} [ lambda(t) || s_theta(x_t, t) - grad log p_0t(x_t | x_0) ||^2 / 2 ],
+
+with ``t ~ U(eps, T)``, ``x_t = mean + std z`` and ``grad log p_0t = -z / std``. Two weightings:
+
+- ``"std2"``: ``lambda = std(t)^2``, the reference default, ``|| std s + z ||^2 / 2``;
+- ``"likelihood"``: ``lambda = g(t)^2``, which makes L an upper bound on the KL divergence
+  (Song, Durkan, Murray & Ermon 2021, Thm. 1). With ``importance_sampling=True`` the time is
+  drawn from ``p(t) ~ g(t)^2 / std(t)^2`` instead, so that ``lambda ||.||^2 / p(t)`` has far lower
+  variance (their Sec. 5); the estimator's mean is unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from ._checks import check_choice, check_eps, check_int, check_sde, check_tensor
+from ._utils import batch_broadcast, batch_sum
+
+__all__ = ["dsm_loss", "ImportanceSampler", "WEIGHTINGS"]
+
+WEIGHTINGS = ("std2", "likelihood")
+
+
+class ImportanceSampler:
+    """Draws ``t`` in ``[eps, T]`` with density ``p(t) = w(t) / Z``, ``w = g^2 / std^2``, for any SDE.
+
+    ``w`` is tabulated on a grid uniform in ``log t`` (``w ~ 1/t`` near 0 for VP and VE), integrated
+    with the trapezoid rule, and inverted by linear interpolation of the cumulative integral.
+    ``weight(t)`` returns ``1 / p(t)`` at drawn times, from the same piecewise-linear density, so
+    that ``E_p[f(t) weight(t)] = int f dt`` exactly for the tabulated density.
+    """
+
+    def __init__(self, sde, eps: float, grid: int = 4096):
+        check_sde(sde)
+        self.eps = check_eps(eps, sde.T)
+        grid = check_int("grid", grid, low=16)
+        t = torch.logspace(
+            torch.log10(torch.tensor(self.eps)), torch.log10(torch.tensor(sde.T)), grid, dtype=torch.float64
+        )
+        t[0], t[-1] = self.eps, sde.T
+        std = sde.marginal(torch.zeros(grid, 1, dtype=torch.float64), t)[1]
+        w = sde.diffusion(t) ** 2 / std**2
+        if not bool(torch.isfinite(w).all()) or bool((w <= 0).any()):
+            raise ValueError("importance sampling needs g(t)^2 / std(t)^2 finite and > 0 on [eps, T]")
+        cdf = torch.cat([w.new_zeros(1), torch.cumsum(0.5 * (w[1:] + w[:-1]) * t.diff(), 0)])
+        self._t, self._w, self._cdf = t, w, cdf
+        self.Z = float(cdf[-1])
+        self._cache: dict = {}
+
+    def _tables(self, like: torch.Tensor):
+        key = (like.dtype, like.device)
+        if key not in self._cache:
+            self._cache[key] = tuple(
+                v.to(dtype=like.dtype, device=like.device) for v in (self._t, self._w, self._cdf)
+            )
+        return self._cache[key]
+
+    def sample(
+        self, n: int, *, generator=None, dtype=torch.float32, device=None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``n`` times and their weights ``1 / p(t)``."""
+        like = torch.empty(0, dtype=dtype, device=device)
+        t, w, cdf = self._tables(like)
+        u = torch.rand(n, generator=generator, dtype=dtype, device=device) * cdf[-1]
+        i = torch.searchsorted(cdf, u, right=True).clamp(1, cdf.numel() - 1) - 1
+        # Inside cell i the density is linear, w(t) = w_i + k (t - t_i): solve the quadratic for t.
+        dt = t[i + 1] - t[i]
+        k = (w[i + 1] - w[i]) / dt
+        r = u - cdf[i]
+        disc = (w[i] ** 2 + 2 * k * r).clamp_min(0)
+        step = torch.where(k.abs() * dt > 1e-12 * w[i], (disc.sqrt() - w[i]) / k, r / w[i])
+        ts = t[i] + step.clamp(min=torch.zeros_like(dt), max=dt)
+        dens = (w[i] + k * (ts - t[i])) / cdf[-1]
+        return ts, 1.0 / dens
+
+
+def dsm_loss(
+    sde,
+    score_fn: Callable,
+    x: torch.Tensor,
+    *,
+    eps: float = 1e-5,
+    weighting: str = "std2",
+    importance_sampler: ImportanceSampler | None = None,
+    reduction: str = "mean",
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Per-example weighted denoising score-matching loss (module docstring for the formula).
+
+    Args:
+        x: data ``(B, ...)``. score_fn: ``score_fn(x_t, t)``, e.g. a :class:`~sde_gen.ScoreModel`.
+        weighting: ``"std2"`` or ``"likelihood"``.
+        importance_sampler: with ``weighting="likelihood"``, draw ``t`` from it (an
+            :class:`ImportanceSampler` built for the same ``sde`` and ``eps``).
+        reduction: ``"none"`` (shape ``(B,)``), ``"mean"`` or ``"sum"`` over the batch.
+    Each example's loss is summed over its dimensions; the estimate is of the integral over
+    ``[eps, T]`` divided by ``T - eps`` (the mean over uniform ``t``), for both samplers.
+    """
+    check_sde(sde)
+    x = check_tensor("x", x)
+    eps = check_eps(eps, sde.T)
+    check_choice("weighting", weighting, set(WEIGHTINGS))
+    check_choice("reduction", reduction, {"none", "mean", "sum"})
+    B = x.shape[0]
+    if importance_sampler is not None:
+        if weighting != "likelihood":
+            raise ValueError(
+                f"importance_sampler goes with weighting='likelihood', got weighting={weighting!r}"
+            )
+        if abs(importance_sampler.eps - eps) > 1e-12 * max(eps, 1.0):
+            raise ValueError(f"importance_sampler was built for eps={importance_sampler.eps}, but eps={eps}")
+        t, inv_p = importance_sampler.sample(B, generator=generator, dtype=x.dtype, device=x.device)
+        inv_p = inv_p / (sde.T - eps)
+    else:
+        t = eps + (sde.T - eps) * torch.rand(B, generator=generator, dtype=x.dtype, device=x.device)
+        inv_p = None
+    z = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+    mean, std = sde.marginal(x, t)
+    std_b = batch_broadcast(std, x)
+    x_t = mean + std_b * z
+    score = score_fn(x_t, t)
+    # ||s + z / std||^2 = ||std s + z||^2 / std^2
+    residual = batch_sum((std_b * score + z) ** 2)
+    if weighting == "std2":
+        loss = 0.5 * residual
+    else:
+        loss = 0.5 * sde.diffusion(t) ** 2 / std**2 * residual
+        if inv_p is not None:
+            loss = loss * inv_p
+    if reduction == "mean":
+        return loss.mean()
+    return loss.sum() if reduction == "sum" else loss

@@ -1,0 +1,95 @@
+"""Embeddings of the diffusion time ``t`` of shape ``(B,)`` into features of shape ``(B, dim)``."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from .._checks import check_choice, check_int, check_positive
+
+__all__ = [
+    "GaussianFourierEmbedding",
+    "SinusoidalEmbedding",
+    "TIME_EMBEDDINGS",
+    "make_time_embedding",
+    "check_time",
+]
+
+
+def check_time(t, x: torch.Tensor) -> torch.Tensor:
+    """``t`` as a tensor of shape ``(B,)`` in the dtype and on the device of ``x`` of shape ``(B, ...)``.
+
+    A 0-d tensor or a Python number is broadcast to the batch; anything else must have shape ``(B,)``.
+    """
+    if not isinstance(t, torch.Tensor):
+        if isinstance(t, bool) or not isinstance(t, (int, float)):
+            raise TypeError(f"t must be a tensor of shape (B,), got {type(t).__name__}")
+        t = torch.tensor(float(t))
+    if t.ndim == 0:
+        t = t.expand(x.shape[0])
+    if t.shape != (x.shape[0],):
+        raise ValueError(f"t must have shape (B,) = ({x.shape[0]},) to match x, got {tuple(t.shape)}")
+    return t.to(dtype=x.dtype, device=x.device)
+
+
+class GaussianFourierEmbedding(nn.Module):
+    """Random Fourier features ``[sin(2 pi W t), cos(2 pi W t)]``, ``W ~ N(0, scale^2)`` fixed
+    (Tancik et al. 2020; Song et al. 2021, App. H, with ``scale=16``).
+
+    The paper feeds ``log(sigma)`` of the VE SDE; here the input is ``t`` itself, in ``[0, T]``.
+    ``(B,) -> (B, dim)``; ``dim`` must be even. ``W`` is a buffer (saved, never trained).
+    """
+
+    def __init__(self, dim: int, scale: float = 16.0, seed: int = 0):
+        super().__init__()
+        self.dim = check_int("dim", dim, low=2)
+        if dim % 2:
+            raise ValueError(f"dim must be even for Fourier features, got {dim}")
+        self.scale = check_positive("scale", scale)
+        # A fixed generator: the same architecture always gets the same frequencies.
+        gen = torch.Generator().manual_seed(seed)
+        self.register_buffer("W", torch.randn(dim // 2, generator=gen) * self.scale)
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        arg = 2 * math.pi * t[:, None] * self.W.to(t.dtype)[None, :]
+        return torch.cat([arg.sin(), arg.cos()], dim=1)
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}, scale={self.scale}"
+
+
+class SinusoidalEmbedding(nn.Module):
+    """Transformer position encoding of ``t_scale * t`` (Vaswani et al. 2017; Ho et al. 2020 with
+    ``t_scale = 1000``, the number of DDPM steps): frequencies ``max_period^(-k / (dim/2 - 1))``.
+
+    ``(B,) -> (B, dim)``; ``dim`` must be even.
+    """
+
+    def __init__(self, dim: int, t_scale: float = 1000.0, max_period: float = 10000.0):
+        super().__init__()
+        self.dim = check_int("dim", dim, low=4)
+        if dim % 2:
+            raise ValueError(f"dim must be even for sinusoidal features, got {dim}")
+        self.t_scale = check_positive("t_scale", t_scale)
+        self.max_period = check_positive("max_period", max_period)
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        half = self.dim // 2  # frequencies computed in t's dtype, so float64 is exact
+        k = torch.arange(half, dtype=t.dtype, device=t.device)
+        freqs = torch.exp(-math.log(self.max_period) * k / (half - 1))
+        arg = (self.t_scale * t)[:, None] * freqs[None, :]
+        return torch.cat([arg.sin(), arg.cos()], dim=1)
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}, t_scale={self.t_scale}, max_period={self.max_period}"
+
+
+TIME_EMBEDDINGS = {"fourier": GaussianFourierEmbedding, "sinusoidal": SinusoidalEmbedding}
+
+
+def make_time_embedding(kind: str, dim: int) -> nn.Module:
+    """The time embedding named ``kind`` (``"fourier"`` or ``"sinusoidal"``): ``(B,) -> (B, dim)``."""
+    check_choice("time_embedding", kind, set(TIME_EMBEDDINGS))
+    return TIME_EMBEDDINGS[kind](dim)
