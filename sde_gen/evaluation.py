@@ -51,19 +51,33 @@ def evaluate_bpd(
     solver: ProbabilityFlow | None = None,
     batch_size: int = 256,
     generator=None,
+    divergence: str = "exact",
+    num_probes: int = 1,
     dtype=torch.float32,
     device=None,
 ) -> dict:
     """Bits/dim of integer images ``levels`` ``(N, C, H, W)`` under the probability-flow model, each
     dequantized ``repeats`` times (:func:`sde_gen.data.dequantized_bpd`):
-    ``{"bpd": mean, "bpd_se": standard error, "nfe": total}``."""
+    ``{"bpd": mean, "bpd_se": standard error, "nfe": total}``. With ``divergence="hutchinson"`` the
+    log-densities are unbiased estimates, so the mean stays unbiased and the standard error, taken
+    over images, includes the probes' noise; the probes come from ``generator``."""
     from .data.transforms import dequantized_bpd
 
     nfe = 0
 
     def log_prob(y):
         nonlocal nfe
-        res = log_likelihood(sde, score_fn, y.to(device) if device is not None else y, eps=eps, solver=solver)
+        y = y.to(device) if device is not None else y
+        res = log_likelihood(
+            sde,
+            score_fn,
+            y,
+            eps=eps,
+            solver=solver,
+            divergence=divergence,
+            num_probes=num_probes,
+            generator=generator,
+        )
         nfe += res.nfe
         return res.log_prob.detach().cpu()
 

@@ -108,7 +108,8 @@ class Trainer:
             ``transform``.
         transform: ``transform(batch, generator) -> float batch`` applied to each batch (e.g.
             uniform dequantization); its noise comes from the trainer's generator.
-        batch_size, lr, warmup (linear warm-up steps), grad_clip (max global norm, ``None`` for
+        batch_size, lr, warmup (linear warm-up steps), decay_steps (cosine decay to 0 there, or
+        ``None`` for a constant rate), grad_clip (max global norm, ``None`` for
         none), ema_decay, accumulate (micro-batches per optimiser step), eps, weighting
         (``"std2"`` or ``"likelihood"``), importance_sampling (for likelihood weighting).
         seed: seeds the data order and every random draw of the loop.
@@ -132,6 +133,7 @@ class Trainer:
         batch_size: int = 128,
         lr: float = 2e-4,
         warmup: int = 1000,
+        decay_steps: int | None = None,
         grad_clip: float | None = 1.0,
         ema_decay: float = 0.999,
         accumulate: int = 1,
@@ -157,6 +159,9 @@ class Trainer:
         self.batch_size = check_int("batch_size", batch_size, low=1)
         self.lr = check_positive("lr", lr)
         self.warmup = check_int("warmup", warmup, low=0)
+        self.decay_steps = None if decay_steps is None else check_int("decay_steps", decay_steps, low=1)
+        if self.decay_steps is not None and self.decay_steps <= self.warmup:
+            raise ValueError(f"decay_steps must be > warmup={self.warmup}, got {decay_steps!r}")
         self.grad_clip = None if grad_clip is None else check_positive("grad_clip", grad_clip)
         self.accumulate = check_int("accumulate", accumulate, low=1)
         self.eps = eps
@@ -189,8 +194,14 @@ class Trainer:
     # -- one step ----------------------------------------------------------------------------
 
     def learning_rate(self, step: int) -> float:
-        """Linear warm-up to ``lr`` over ``warmup`` steps, constant after."""
-        return self.lr * min(1.0, (step + 1) / self.warmup) if self.warmup else self.lr
+        """Linear warm-up to ``lr`` over ``warmup`` steps; then constant, or, with ``decay_steps``,
+        a cosine decay to 0 at step ``decay_steps`` (Loshchilov & Hutter 2017), 0 after."""
+        if self.warmup and step < self.warmup:
+            return self.lr * (step + 1) / self.warmup
+        if self.decay_steps is None:
+            return self.lr
+        frac = min(1.0, (step - self.warmup) / (self.decay_steps - self.warmup))
+        return self.lr * 0.5 * (1.0 + math.cos(math.pi * frac))
 
     def _next_batch(self) -> torch.Tensor:
         n = self.data.shape[0]

@@ -161,3 +161,12 @@ def test_non_finite_loss_names_the_step(tmp_path):
     trainer.batch_size = 300
     with pytest.raises(FloatingPointError, match="step 0"):
         trainer.train_step()
+
+
+def test_cosine_decay_schedule(tmp_path):
+    """Warm-up to lr, then lr (1 + cos(pi f)) / 2 with f the fraction of the decay done."""
+    trainer = _trainer(tmp_path, warmup=2, lr=1.0, decay_steps=6)
+    got = [trainer.learning_rate(s) for s in range(8)]
+    assert got == pytest.approx([0.5, 1.0, 1.0, 0.8535534, 0.5, 0.1464466, 0.0, 0.0], abs=1e-6)
+    with pytest.raises(ValueError, match="decay_steps"):
+        _trainer(tmp_path, warmup=10, decay_steps=5)
