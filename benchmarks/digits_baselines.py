@@ -44,7 +44,7 @@ def main() -> None:
         bpds.append(sg.bits_per_dim(torch.from_numpy(gmm.score_samples(ytest)), d, levels=L))
     per_image = torch.stack(bpds).mean(0)
     se = float(per_image.std() / math.sqrt(len(per_image)))
-    print(f"10-component full-covariance GMM on dequantized data: {per_image.mean():.3f} +- {se:.3f} bits/dim")
+    print(f"10-component full-covariance GMM, dequantized: {per_image.mean():.3f} +- {se:.3f} bits/dim")
 
 
 if __name__ == "__main__":
