@@ -39,6 +39,7 @@ def sample(
     dtype: torch.dtype | None = None,
     device: torch.device | str | None = None,
     return_result: bool = False,
+    progress: bool = False,
 ):
     """Draw samples of p_eps by integrating the reverse dynamics from ``T`` to ``eps``.
 
@@ -53,6 +54,7 @@ def sample(
         denoise: return Tweedie's ``E[x_0 | x_eps]`` instead of the sample of p_eps.
         dtype, device: of the prior draw, as in torch (default: torch's defaults).
         return_result: return a :class:`SampleResult` with the NFE instead of a tensor.
+        progress: show a progress bar (tqdm) over the solver's steps.
 
     Returns a tensor of shape ``shape`` (or a :class:`SampleResult`). Raises
     ``FloatingPointError`` naming the samples that came out non-finite.
@@ -79,7 +81,23 @@ def sample(
     if generator is not None and generator.device.type != x.device.type:
         raise ValueError(f"generator is on {generator.device}, but the samples are on {x.device}")
     score = ScoreCheck(score_fn)
-    x, _ = solver.solve(sde, score, x, sde.T, eps, generator=generator, callback=callback)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=getattr(solver, "steps", None), desc="sample", dynamic_ncols=True)
+        user_callback = callback
+
+        def callback(info):
+            bar.update(1)
+            if user_callback is not None:
+                user_callback(info)
+
+    try:
+        x, _ = solver.solve(sde, score, x, sde.T, eps, generator=generator, callback=callback)
+    finally:
+        if bar is not None:
+            bar.close()
     if denoise:
         t = time_vector(eps, x)
         with torch.no_grad():
