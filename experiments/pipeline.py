@@ -55,8 +55,12 @@ def run(
     ckpt: str | Path | None = None,
     callbacks=(),
     progress: bool | None = None,
+    eval_fn=None,
 ) -> dict:
-    """Run ``mode`` (``train``, ``sample``, ``likelihood`` or ``all``) and return the metrics."""
+    """Run ``mode`` (``train``, ``sample``, ``likelihood`` or ``all``) and return the metrics.
+
+    ``eval_fn(trainer) -> dict`` is called every ``eval_every`` training steps with the EMA weights
+    in place (its metrics reach the callbacks' ``on_eval``)."""
     sg._checks.check_choice("mode", mode, set(MODES))
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -83,6 +87,7 @@ def run(
         callbacks=callbacks,
         progress=progress,
         eval_every=eval_every,
+        eval_fn=eval_fn,
     )
     metrics: dict = {"train_steps": steps}
     if ckpt is not None:
@@ -90,10 +95,14 @@ def run(
     elif trainer.resume():
         print(f"resumed from step {trainer.step} in {out_dir / 'checkpoints'}")
     if mode in ("train", "all"):
-        start = time.perf_counter()
+        start, start_step = time.perf_counter(), trainer.step
         trainer.fit(steps)
         metrics["train_seconds"] = time.perf_counter() - start
         history = [{k: v for k, v in h.items()} for h in trainer.history]
+        if start_step and (out_dir / "history.json").exists():
+            # A resumed run: keep the earlier part of the curve, up to the checkpoint resumed from.
+            old = json.loads((out_dir / "history.json").read_text())
+            history = [h for h in old if h["step"] <= start_step] + history
         (out_dir / "history.json").write_text(json.dumps(history))
         if history:
             save_loss_curve(history, out_dir / "loss.png")
@@ -136,6 +145,8 @@ def run(
                     repeats,
                     eval_batch_size,
                     g,
+                    divergence=divergence,
+                    num_probes=num_probes,
                 )
             )
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
@@ -170,6 +181,8 @@ def evaluate_likelihood(
             solver=solver,
             batch_size=batch_size,
             generator=generator,
+            divergence=divergence,
+            num_probes=num_probes,
         )
         out = {"test_bpd": r["bpd"], "test_bpd_se": r["bpd_se"], "likelihood_nfe": r["nfe"]}
     else:

@@ -117,6 +117,10 @@ def save_image_grid(
         ] = x[i]
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    # Small images (8x8 digits) are enlarged by an integer factor, nearest neighbour, so that the
+    # grid is at least ~512 pixels wide and can be looked at.
+    factor = max(1, 512 // grid.shape[-1])
+    grid = grid.repeat_interleave(factor, dim=1).repeat_interleave(factor, dim=2)
     arr = grid[0].numpy() if c == 1 else grid.permute(1, 2, 0).numpy()
     plt.imsave(path, arr, cmap="gray" if c == 1 else None, vmin=0.0, vmax=1.0)
     return path
