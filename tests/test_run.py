@@ -369,6 +369,9 @@ def test_wandb_callback_logs_what_the_dashboard_shows(tmp_path, monkeypatch):
     )
     (held_out,) = [r for r in run.rows if "eval/heldout_loss" in r]
     assert held_out["train/step"] == 2 and 0 < held_out["eval/heldout_loss"] < 1e3
+    # Periodic evaluation also measures test bits/dim on the held-out batch and draws samples.
+    assert 0 < held_out["eval/eval_bpd"] < 20
+    assert (tmp_path / "samples_step00000002.png").stat().st_size > 1000
     final = run.rows[-1]
     assert (
         final["test/test_bpd"] == metrics["test_bpd"] and final["test/test_bpd_se"] == metrics["test_bpd_se"]
