@@ -249,7 +249,10 @@ def test_bad_override_fails_while_composing(override, words):
         (["solver.steps=0"], ["solver.steps=0", "integer >= 1"]),
         (["train.lr=-0.1"], ["train.lr=-0.1", "> 0"]),
         (["train.weighting=foo"], ["train.weighting='foo'", "std2", "likelihood"]),
-        (["train.importance_sampling=true"], ["train.importance_sampling", "weighting=likelihood"]),
+        (
+            ["train.weighting=std2", "train.importance_sampling=true"],
+            ["train.importance_sampling", "weighting=likelihood"],
+        ),
         (["likelihood.divergence=trace"], ["likelihood.divergence='trace'", "hutchinson"]),
         (["train.ema_decay=1.0"], ["train.ema_decay=1.0", "[0, 1)"]),
         (["ckpt=/no/such/file.pt"], ["ckpt='/no/such/file.pt'", "existing checkpoint"]),
