@@ -189,21 +189,18 @@ def evaluate_likelihood(
         # Vector models are small: evaluate in float64, where the ODE tolerance sets the error.
         model64 = copy.deepcopy(model).double()
         x = test.to(torch.float64)
-        nll, nfe = [], 0
-        for i in range(0, x.shape[0], batch_size):
-            res = sg.log_likelihood(
-                sde,
-                model64,
-                x[i : i + batch_size],
-                eps=eps,
-                solver=solver,
-                divergence=divergence,
-                num_probes=num_probes,
-                generator=generator,
-            )
-            nll.append(-res.log_prob.double())
-            nfe += res.nfe
-        nll = torch.cat(nll)
+        r = sg.evaluate_nll(
+            model64,
+            sde,
+            x,
+            eps=eps,
+            solver=solver,
+            batch_size=batch_size,
+            divergence=divergence,
+            num_probes=num_probes,
+            generator=generator,
+        )
+        nll, nfe = r["per_point"], r["nfe"]
         out = {
             "test_nll_nats": float(nll.mean()),
             "test_nll_nats_se": float(nll.std() / math.sqrt(len(nll))),

@@ -24,20 +24,30 @@ def evaluate_nll(
     solver: ProbabilityFlow | None = None,
     batch_size: int = 1000,
     divergence: str = "exact",
+    num_probes: int = 1,
+    generator=None,
 ) -> dict:
     """Negative log-likelihood in nats of vector data ``x`` ``(N, ...)`` under the probability-flow
-    model: ``{"nll": mean, "nll_se": standard error over the N points, "nfe": total}``."""
+    model: ``{"nll": mean, "nll_se": standard error over the N points, "nfe": total,
+    "per_point": the N values (float64, CPU)}``."""
     batch_size = check_int("batch_size", batch_size, low=1)
     nll, nfe = [], 0
     for start in range(0, x.shape[0], batch_size):
         res = log_likelihood(
-            sde, score_fn, x[start : start + batch_size], eps=eps, solver=solver, divergence=divergence
+            sde,
+            score_fn,
+            x[start : start + batch_size],
+            eps=eps,
+            solver=solver,
+            divergence=divergence,
+            num_probes=num_probes,
+            generator=generator,
         )
         nll.append(-res.log_prob.detach().double().cpu())
         nfe += res.nfe
     nll = torch.cat(nll)
     se = float(nll.std() / math.sqrt(nll.numel())) if nll.numel() > 1 else float("nan")
-    return {"nll": float(nll.mean()), "nll_se": se, "nfe": nfe}
+    return {"nll": float(nll.mean()), "nll_se": se, "nfe": nfe, "per_point": nll}
 
 
 def evaluate_bpd(

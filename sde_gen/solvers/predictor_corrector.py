@@ -108,20 +108,18 @@ class _LangevinBase(Corrector):
         self.snr = check_positive("snr", snr)
         self.n_steps = check_int("n_steps", n_steps, low=1)
 
-    def _alpha(self, sde, x, tv, sv):
-        """``alpha_i`` of Algorithm 5: the squared kernel scale over one step (``1 - beta_i`` for
-        VP, 1 for VE), read off the kernel so it holds for any SDE."""
-        a, _, _ = sde.transition(sv, tv, x)
-        return a**2
-
     @abc.abstractmethod
     def step_size(self, x, score, noise, alpha, std):
         """Per-sample step size, shape broadcastable to ``x``."""
 
     def __call__(self, sde, score_fn, x, t, t_next, generator=None):
         tv = time_vector(t, x)
-        alpha = self._alpha(sde, x, tv, time_vector(min(t_next, t), x))
-        std = batch_broadcast(sde.kernel(tv, x).std, x)
+        kt = sde.kernel(tv, x)
+        # alpha_i of Algorithm 5: the squared kernel scale over one step (1 - beta_i for VP, 1 for
+        # VE), read off the kernel so that it holds for any SDE.
+        a, _, _ = transition_between(sde.kernel(time_vector(min(t_next, t), x), x), kt)
+        alpha = a**2
+        std = batch_broadcast(kt.std, x)
         x_mean = x
         for _ in range(self.n_steps):
             score = score_fn(x, tv)
