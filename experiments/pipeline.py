@@ -4,6 +4,9 @@ Everything is passed in as built objects (data, SDE, network, solvers); this mod
 configuration system. It writes into ``out_dir``: ``checkpoints/``, ``metrics.json``, a sample
 picture (``samples.png``), the loss curve (``loss.png``) and ``history.json``. Re-running with the
 same ``out_dir`` resumes training from the newest checkpoint.
+
+Under ``torchrun`` every rank calls :func:`run`: training is data-parallel (:class:`sde_gen.Trainer`),
+sampling and the likelihood are split over the ranks, and only rank 0 writes files.
 """
 
 from __future__ import annotations
@@ -40,6 +43,10 @@ def run(
     importance_sampling: bool = False,
     train_eps: float = 1e-5,
     ckpt_every: int | None = None,
+    keep: int = 3,
+    nonfinite: str = "raise",
+    max_skips: int = 10,
+    device: torch.device | str | None = None,
     eval_every: int | None = None,
     sample_solver: sg.Solver | None = None,
     sample_eps: float = 1e-3,
@@ -62,6 +69,8 @@ def run(
     ``eval_fn(trainer) -> dict`` is called every ``eval_every`` training steps with the EMA weights
     in place (its metrics reach the callbacks' ``on_eval``)."""
     sg._checks.check_choice("mode", mode, set(MODES))
+    main_process = sg.distributed.is_main_process()
+    device = torch.device(device) if device is not None else torch.device("cpu")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     images = isinstance(data, sg.ImageData)
@@ -84,6 +93,10 @@ def run(
         seed=seed,
         ckpt_dir=out_dir / "checkpoints",
         ckpt_every=ckpt_every,
+        keep=keep,
+        nonfinite=nonfinite,
+        max_skips=max_skips,
+        device=device,
         callbacks=callbacks,
         progress=progress,
         eval_every=eval_every,
@@ -92,20 +105,24 @@ def run(
     metrics: dict = {"train_steps": steps}
     if ckpt is not None:
         trainer.load_checkpoint(ckpt)
-    elif trainer.resume():
-        print(f"resumed from step {trainer.step} in {out_dir / 'checkpoints'}")
+    elif trainer.resume() and main_process:
+        print(f"resumed from step {trainer.step} in {out_dir / 'checkpoints'}", flush=True)
     if mode in ("train", "all"):
         start, start_step = time.perf_counter(), trainer.step
         trainer.fit(steps)
         metrics["train_seconds"] = time.perf_counter() - start
+        metrics["skipped_steps"] = trainer.skipped
         history = [{k: v for k, v in h.items()} for h in trainer.history]
         if start_step and (out_dir / "history.json").exists():
             # A resumed run: keep the earlier part of the curve, up to the checkpoint resumed from.
             old = json.loads((out_dir / "history.json").read_text())
             history = [h for h in old if h["step"] <= start_step] + history
-        (out_dir / "history.json").write_text(json.dumps(history))
+        if main_process:
+            (out_dir / "history.json").write_text(json.dumps(history))
+        history = [h for h in history if math.isfinite(h["loss"])]  # skipped steps have no loss
         if history:
-            save_loss_curve(history, out_dir / "loss.png")
+            if main_process:
+                save_loss_curve(history, out_dir / "loss.png")
             metrics["final_loss"] = sum(h["loss"] for h in history[-100:]) / len(history[-100:])
     metrics["step"] = trainer.step
 
@@ -116,22 +133,22 @@ def run(
             solver = sample_solver if sample_solver is not None else sg.PredictorCorrector(steps=1000)
             shape = (num_samples, *data.train.shape[1:])
             start = time.perf_counter()
+            g_dev = g if device.type == "cpu" else torch.Generator(device=device).manual_seed(seed + 10)
             res = sg.sample(
-                sde, model, shape, solver, eps=sample_eps, generator=g, denoise=images, return_result=True
+                sde,
+                model,
+                shape,
+                solver,
+                eps=sample_eps,
+                generator=g_dev,
+                denoise=images,
+                return_result=True,
+                device=device,
             )
             metrics["sample_seconds"] = time.perf_counter() - start
             metrics["sample_nfe"] = res.nfe
-            torch.save(res.x, out_dir / "samples.pt")
-            if images:
-                sg.save_image_grid(res.x, out_dir / "samples.png")
-            elif res.x.shape[1] == 2:
-                sg.save_samples_2d(
-                    res.x,
-                    out_dir / "samples.png",
-                    log_prob=data.log_prob,
-                    data=None if data.log_prob else data.test,
-                    title=f"{res.x.shape[0]} samples",
-                )
+            if main_process:
+                save_samples(res.x.cpu(), data, out_dir)
         if mode in ("likelihood", "all"):
             metrics.update(
                 evaluate_likelihood(
@@ -147,9 +164,11 @@ def run(
                     g,
                     divergence=divergence,
                     num_probes=num_probes,
+                    device=device,
                 )
             )
-    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    if main_process:
+        (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return metrics
 
 
@@ -166,6 +185,7 @@ def evaluate_likelihood(
     generator,
     divergence="exact",
     num_probes=1,
+    device=None,
 ) -> dict:
     """Test bits/dim (images) or NLL in nats with the KL gap to the data where its density is known."""
     test = data.test if n is None else data.test[:n]
@@ -183,12 +203,13 @@ def evaluate_likelihood(
             generator=generator,
             divergence=divergence,
             num_probes=num_probes,
+            device=device,
         )
         out = {"test_bpd": r["bpd"], "test_bpd_se": r["bpd_se"], "likelihood_nfe": r["nfe"]}
     else:
         # Vector models are small: evaluate in float64, where the ODE tolerance sets the error.
         model64 = copy.deepcopy(model).double()
-        x = test.to(torch.float64)
+        x = test.to(device=device, dtype=torch.float64)
         r = sg.evaluate_nll(
             model64,
             sde,
@@ -208,13 +229,29 @@ def evaluate_likelihood(
         }
         if data.log_prob is not None:
             # KL(p || q) estimated on the same test points: E_p[log p - log q], paired.
-            gap = nll + data.log_prob(x).double()
-            out["data_entropy_nats"] = float(-data.log_prob(x).double().mean())
+            log_p = data.log_prob(x.cpu()).double()
+            gap = nll + log_p
+            out["data_entropy_nats"] = float(-log_p.mean())
             out["kl_gap_nats"] = float(gap.mean())
             out["kl_gap_nats_se"] = float(gap.std() / math.sqrt(len(gap)))
     out["likelihood_seconds"] = time.perf_counter() - start
     out["likelihood_divergence"] = divergence if divergence == "exact" else f"hutchinson x{num_probes}"
     return out
+
+
+def save_samples(x: torch.Tensor, data, out_dir: Path) -> None:
+    """``samples.pt`` and a picture: an image grid, or 2-D samples over the data density."""
+    torch.save(x, out_dir / "samples.pt")
+    if isinstance(data, sg.ImageData):
+        sg.save_image_grid(x, out_dir / "samples.png")
+    elif x.shape[1] == 2:
+        sg.save_samples_2d(
+            x,
+            out_dir / "samples.png",
+            log_prob=data.log_prob,
+            data=None if data.log_prob else data.test,
+            title=f"{x.shape[0]} samples",
+        )
 
 
 def save_loss_curve(history: list[dict], path: Path) -> None:

@@ -61,6 +61,9 @@ class TrainConfig:
     parameterization: str = "noise"
     eps: float = 1e-5
     ckpt_every: int | None = 500
+    keep: int = 3
+    nonfinite: str = "raise"
+    max_skips: int = 10
     eval_every: int | None = None
     eval_n: int = 256
 
@@ -77,6 +80,7 @@ class LikelihoodConfig:
     divergence: str = "auto"
     num_probes: int = 1
     method: str = "dopri5"
+    steps: int | None = None
     rtol: float = 1e-5
     atol: float = 1e-5
     eps: float = 1e-5
@@ -111,6 +115,7 @@ class Config:
     name: str = "run"
     threads: int | None = None
     progress: bool | None = None
+    device: str = "auto"
 
 
 ConfigStore.instance().store(name="schema", node=Config)
@@ -160,8 +165,9 @@ def validate(cfg: DictConfig) -> None:
         integer(key, 0)
     for key in ("train.batch_size", "train.eval_n", "sample.num", "likelihood.num_probes"):
         integer(key, 1)
-    for key in ("likelihood.repeats", "likelihood.batch_size", "logger.log_every"):
+    for key in ("likelihood.repeats", "likelihood.batch_size", "logger.log_every", "train.keep"):
         integer(key, 1)
+    integer("train.max_skips", 0)
     integer("seed", 0)
     for key in ("train.ckpt_every", "train.eval_every", "likelihood.n", "threads"):
         integer(key, 1, optional=True)
@@ -188,6 +194,27 @@ def validate(cfg: DictConfig) -> None:
             f"only with train.weighting=likelihood (got {cfg.train.weighting})",
         )
     choice("likelihood.divergence", ["auto", "exact", "hutchinson"])
+    choice("train.nonfinite", list(sg.training.NONFINITE))
+    choice("device", ["auto", "cpu", "cuda"])
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        raise _bad("device", "cuda", "auto or cpu: this machine has no CUDA device")
+    methods = sorted(sg.solvers.ode.ADAPTIVE_METHODS) + sorted(sg.solvers.ode.FIXED_METHODS)
+    choice("likelihood.method", methods)
+    fixed = cfg.likelihood.method in sg.solvers.ode.FIXED_METHODS
+    if fixed and cfg.likelihood.steps is None:
+        raise _bad(
+            "likelihood.steps",
+            None,
+            f"an integer >= 1 with the fixed-grid likelihood.method={cfg.likelihood.method}",
+        )
+    if not fixed and cfg.likelihood.steps is not None:
+        raise _bad(
+            "likelihood.steps",
+            cfg.likelihood.steps,
+            f"null with the adaptive likelihood.method={cfg.likelihood.method} "
+            f"(fixed grids: {sorted(sg.solvers.ode.FIXED_METHODS)})",
+        )
+    integer("likelihood.steps", 1, optional=True)
     choice("logger.name", ["wandb", "none"])
     choice("logger.mode", [None, "offline", "online", "disabled"])
     for group in ("sde", "solver", "model", "data"):
@@ -230,7 +257,10 @@ def build(cfg: DictConfig):
                 "choose a matching model (e.g. unet_digits for digits, unet_mnist for mnist)"
             )
     like = cfg.likelihood
-    lik_solver = sg.ProbabilityFlow(method=like.method, rtol=like.rtol, atol=like.atol)
+    if like.steps is not None:  # a fixed grid: the same NFE for every batch and every rank
+        lik_solver = sg.ProbabilityFlow(method=like.method, steps=like.steps)
+    else:
+        lik_solver = sg.ProbabilityFlow(method=like.method, rtol=like.rtol, atol=like.atol)
     for name, obj in (("sde", sde), ("solver", solver), ("model", net)):
         if not isinstance(obj, TARGETS[name]):
             raise ConfigError(
@@ -267,7 +297,7 @@ def heldout_loss_fn(sde, data, cfg: DictConfig, out_dir: Path | None = None):
             metrics["eval_bpd"] = float(bpd.mean())
         else:
             metrics["eval_nll_nats"] = float(-lik.log_prob.detach().mean())
-        if out_dir is not None:
+        if out_dir is not None and sg.distributed.is_main_process():  # the others go on to the next step
             with torch.no_grad():
                 xs = sg.sample(sde, model, (64, *data.train.shape[1:]), quick, generator=gen, denoise=images)
             path = out_dir / f"samples_step{trainer.step:08d}.png"
@@ -363,11 +393,25 @@ def wandb_identity(cfg: DictConfig, overrides: list[str], sweep_dir: str | None)
     }
 
 
+def resolve_device(name: str) -> torch.device:
+    """``auto``: this process's GPU (``LOCAL_RANK``) when CUDA is available, else the CPU."""
+    if name == "cpu" or (name == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+
+
 def execute(cfg: DictConfig, out_dir: str | Path | None = None) -> dict:
-    """Validate ``cfg``, build the objects, run the pipeline into ``out_dir``; return the metrics."""
+    """Validate ``cfg``, build the objects, run the pipeline into ``out_dir``; return the metrics.
+
+    Inside a ``torch.distributed`` process group (``torchrun``) every rank calls this: rank 0's
+    run directory is used by all, training is data-parallel, evaluation is split over the ranks,
+    and only rank 0 writes files and logs."""
     validate(cfg)
     hydra_dir, overrides, sweep_dir = hydra_info()
     out_dir = Path(out_dir) if out_dir is not None else hydra_dir
+    out_dir = sg.distributed.broadcast_object(out_dir)
+    main_process = sg.distributed.is_main_process()
+    device = resolve_device(cfg.device)
     out_dir.mkdir(parents=True, exist_ok=True)
     mode = cfg.mode.value if isinstance(cfg.mode, Mode) else str(cfg.mode)
     ckpt_dir = out_dir / "checkpoints"
@@ -384,9 +428,11 @@ def execute(cfg: DictConfig, out_dir: str | Path | None = None) -> dict:
         divergence = "hutchinson" if images else "exact"
 
     resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
-    (out_dir / "config_resolved.json").write_text(json.dumps(resolved, indent=2))
+    resolved["world_size"] = sg.distributed.get_world_size()
+    if main_process:
+        (out_dir / "config_resolved.json").write_text(json.dumps(resolved, indent=2))
     callbacks, logger = [], None
-    if cfg.logger.name == "wandb":
+    if cfg.logger.name == "wandb" and main_process:
         from logging_callbacks import WandbCallback
 
         logger = WandbCallback(
@@ -400,7 +446,12 @@ def execute(cfg: DictConfig, out_dir: str | Path | None = None) -> dict:
         )
         callbacks.append(logger)
 
-    if cfg.progress is None and not sys.stderr.isatty() and cfg.mode in (Mode.train, Mode.all):
+    if (
+        cfg.progress is None
+        and not sys.stderr.isatty()
+        and cfg.mode in (Mode.train, Mode.all)
+        and main_process
+    ):
         callbacks.append(ProgressPrinter(cfg.train.steps, max(1, cfg.train.steps // 20)))
     previous = {}
     if (out_dir / "metrics.json").exists():
@@ -424,6 +475,10 @@ def execute(cfg: DictConfig, out_dir: str | Path | None = None) -> dict:
             importance_sampling=cfg.train.importance_sampling,
             train_eps=cfg.train.eps,
             ckpt_every=cfg.train.ckpt_every,
+            keep=cfg.train.keep,
+            nonfinite=cfg.train.nonfinite,
+            max_skips=cfg.train.max_skips,
+            device=device,
             eval_every=cfg.train.eval_every,
             eval_fn=heldout_loss_fn(sde, data, cfg, out_dir) if cfg.train.eval_every else None,
             sample_solver=solver,
@@ -443,20 +498,23 @@ def execute(cfg: DictConfig, out_dir: str | Path | None = None) -> dict:
         )
         # metrics.json keeps what earlier modes in this directory measured (e.g. train, then sample).
         metrics = {**previous, **metrics, "mode": mode}
-        (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        if main_process:
+            (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
         if logger is not None:
             logger.log_results(metrics, out_dir)
     finally:
         if logger is not None:
             logger.finish()
     what = f"{data.name} {type(sde).__name__} {type(solver).__name__}"
-    print(summary_table(metrics, f"\n{what}: {out_dir}"))
+    if main_process:
+        print(summary_table(metrics, f"\n{what}: {out_dir}"))
     return metrics
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> dict | None:
     start = time.perf_counter()
+    sg.distributed.init_from_env(backend="gloo" if cfg.device == "cpu" else None)
     try:
         metrics = execute(cfg)
     except ConfigError as e:
@@ -464,9 +522,13 @@ def main(cfg: DictConfig) -> dict | None:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
         sys.exit(2)
-    print(f"wall time {time.perf_counter() - start:.1f} s")
+    if sg.distributed.is_main_process():
+        print(f"wall time {time.perf_counter() - start:.1f} s")
     return metrics
 
 
 if __name__ == "__main__":
+    if os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0")) != "0":
+        # Ranks other than 0 write nothing into Hydra's run directory (rank 0's is used by all).
+        sys.argv += ["hydra.output_subdir=null", "hydra/job_logging=stdout"]
     main()

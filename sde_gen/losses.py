@@ -14,13 +14,15 @@ with ``t ~ U(eps, T)``, ``x_t = mean + std z`` and ``grad log p_0t = -z / std``.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 
 from ._checks import check_choice, check_eps, check_int, check_sde, check_tensor
 from ._utils import batch_broadcast, batch_sum
+from .reverse import check_score_fn, check_score_output
 
-__all__ = ["dsm_loss", "ImportanceSampler", "WEIGHTINGS"]
+__all__ = ["dsm_loss", "draw_dsm", "DSMDraws", "ImportanceSampler", "WEIGHTINGS"]
 
 WEIGHTINGS = ("std2", "likelihood")
 
@@ -78,6 +80,42 @@ class ImportanceSampler:
         return ts, 1.0 / dens
 
 
+class DSMDraws(NamedTuple):
+    """The random part of one DSM estimate for a batch: times ``t`` ``(B,)``, standard normal noise
+    ``z`` shaped like the batch, and ``inv_p`` ``(B,)``, the importance weights ``1 / (p(t) (T - eps))``
+    (``None`` for uniform times)."""
+
+    t: torch.Tensor
+    z: torch.Tensor
+    inv_p: torch.Tensor | None
+
+    def shard(self, index: slice) -> DSMDraws:
+        """The draws of the examples ``index`` of the batch (a data-parallel rank's share)."""
+        return DSMDraws(self.t[index], self.z[index], None if self.inv_p is None else self.inv_p[index])
+
+
+def draw_dsm(
+    sde,
+    x: torch.Tensor,
+    *,
+    eps: float = 1e-5,
+    importance_sampler: ImportanceSampler | None = None,
+    generator: torch.Generator | None = None,
+) -> DSMDraws:
+    """Draw ``t`` (uniform on ``[eps, T]``, or from ``importance_sampler``) and then the noise ``z`` for
+    the batch ``x``, in that order from ``generator``: what :func:`dsm_loss` draws when it is given
+    no ``draws``."""
+    B = x.shape[0]
+    if importance_sampler is not None:
+        t, inv_p = importance_sampler.sample(B, generator=generator, dtype=x.dtype, device=x.device)
+        inv_p = inv_p / (sde.T - eps)
+    else:
+        t = eps + (sde.T - eps) * torch.rand(B, generator=generator, dtype=x.dtype, device=x.device)
+        inv_p = None
+    z = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+    return DSMDraws(t, z, inv_p)
+
+
 def dsm_loss(
     sde,
     score_fn: Callable,
@@ -88,6 +126,7 @@ def dsm_loss(
     importance_sampler: ImportanceSampler | None = None,
     reduction: str = "mean",
     generator: torch.Generator | None = None,
+    draws: DSMDraws | None = None,
 ) -> torch.Tensor:
     """Per-example weighted denoising score-matching loss (module docstring for the formula).
 
@@ -97,15 +136,19 @@ def dsm_loss(
         importance_sampler: with ``weighting="likelihood"``, draw ``t`` from it (an
             :class:`ImportanceSampler` built for the same ``sde`` and ``eps``).
         reduction: ``"none"`` (shape ``(B,)``), ``"mean"`` or ``"sum"`` over the batch.
+        draws: times and noise drawn beforehand by :func:`draw_dsm` (with the same ``eps`` and
+            sampler); then ``generator`` is not used. Data-parallel training draws for the whole
+            global batch and gives each rank its shard, so that the ranks together compute exactly
+            the single-process estimate.
     Each example's loss is summed over its dimensions; the estimate is of the integral over
     ``[eps, T]`` divided by ``T - eps`` (the mean over uniform ``t``), for both samplers.
     """
     check_sde(sde)
+    check_score_fn(score_fn)
     x = check_tensor("x", x)
     eps = check_eps(eps, sde.T)
     check_choice("weighting", weighting, set(WEIGHTINGS))
     check_choice("reduction", reduction, {"none", "mean", "sum"})
-    B = x.shape[0]
     if importance_sampler is not None:
         if weighting != "likelihood":
             raise ValueError(
@@ -113,16 +156,20 @@ def dsm_loss(
             )
         if abs(importance_sampler.eps - eps) > 1e-12 * max(eps, 1.0):
             raise ValueError(f"importance_sampler was built for eps={importance_sampler.eps}, but eps={eps}")
-        t, inv_p = importance_sampler.sample(B, generator=generator, dtype=x.dtype, device=x.device)
-        inv_p = inv_p / (sde.T - eps)
-    else:
-        t = eps + (sde.T - eps) * torch.rand(B, generator=generator, dtype=x.dtype, device=x.device)
-        inv_p = None
-    z = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+    if draws is None:
+        draws = draw_dsm(sde, x, eps=eps, importance_sampler=importance_sampler, generator=generator)
+    elif draws.z.shape != x.shape or draws.t.shape != x.shape[:1]:
+        raise ValueError(
+            f"draws do not fit x of shape {tuple(x.shape)}: "
+            f"t {tuple(draws.t.shape)}, z {tuple(draws.z.shape)}"
+        )
+    elif (draws.inv_p is not None) != (importance_sampler is not None):
+        raise ValueError("draws must come from draw_dsm with the same importance_sampler as dsm_loss")
+    t, z, inv_p = draws
     mean, std = sde.marginal(x, t)
     std_b = batch_broadcast(std, x)
     x_t = mean + std_b * z
-    score = score_fn(x_t, t)
+    score = check_score_output(score_fn(x_t, t), x_t)
     # ||s + z / std||^2 = ||std s + z||^2 / std^2
     residual = batch_sum((std_b * score + z) ** 2)
     if weighting == "std2":

@@ -1,0 +1,132 @@
+"""Data-parallel training with 2 CPU processes on gloo, launched by torchrun, against one process
+with the same global batch: same losses, parameters, EMA and checkpoints (float64, so that the
+only difference, the order of the gradient sums, stays at rounding level)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+
+import ddp_worker  # noqa: E402
+
+import sde_gen as sg  # noqa: E402
+
+
+def torchrun(*args, nproc=2, cwd=None, timeout=300):
+    env = dict(os.environ, OMP_NUM_THREADS="1", WANDB_MODE="disabled")
+    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(k, None)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", *args]
+    res = subprocess.run(cmd, cwd=cwd or ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    if res.returncode != 0:
+        raise AssertionError(
+            f"torchrun failed ({res.returncode}):\n{res.stdout[-4000:]}\n{res.stderr[-4000:]}"
+        )
+    return res
+
+
+def max_diff(a: dict, b: dict) -> float:
+    assert a.keys() == b.keys()
+    return max(float((a[k] - b[k]).abs().max()) for k in a)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """The reference (one process, 8 steps) and a 2-process run stopped at 5 steps and resumed to 8."""
+    tmp = tmp_path_factory.mktemp("ddp")
+    ref = ddp_worker.train(tmp / "ref", 8)
+    torchrun(str(HERE / "ddp_worker.py"), str(tmp / "ddp"), "5")
+    torchrun(str(HERE / "ddp_worker.py"), str(tmp / "ddp"), "8")
+    ranks = [torch.load(tmp / "ddp" / f"rank{r}_of2.pt", weights_only=False) for r in range(2)]
+    return tmp, ref, ranks
+
+
+def test_two_processes_train_as_one_with_the_same_global_batch(runs):
+    _, ref, ranks = runs
+    assert ref["world_size"] == 1 and [r["world_size"] for r in ranks] == [2, 2]
+    assert [r["resumed_from"] for r in ranks] == [5, 5]
+    for r in ranks:
+        # Steps 6..8 after the resume: the global mean loss of each step, then every state.
+        assert r["losses"] == pytest.approx(ref["losses"][5:], rel=1e-12, abs=0)
+        s, t = r["state"], ref["state"]
+        assert s["step"] == t["step"] == 8
+        assert max_diff(s["model"], t["model"]) < 1e-12
+        assert max_diff(s["ema"]["shadow"], t["ema"]["shadow"]) < 1e-12
+        for k in ("data_gen", "noise_gen", "perm"):  # the random streams are the same, exactly
+            assert torch.equal(s[k], t[k]), k
+        assert s["pos"] == t["pos"]
+    # The ranks hold the very same weights (DDP keeps them in step), and only rank 0 heard callbacks.
+    for k, v in ranks[0]["state"]["model"].items():
+        assert torch.equal(v, ranks[1]["state"]["model"][k])
+    assert ranks[0]["callback_calls"] > 0 and ranks[1]["callback_calls"] == 0
+    # Each rank's dropout stream is its own.
+    rngs = ranks[0]["state"]["torch_rng_ranks"]
+    assert len(rngs) == 2 and not torch.equal(rngs[0], rngs[1])
+
+
+def test_checkpoints_are_those_of_one_process(runs):
+    tmp, _, _ = runs
+    names = sorted(p.name for p in (tmp / "ddp" / "ckpt").iterdir())
+    assert names == ["ckpt_00000005.pt", "ckpt_00000006.pt", "ckpt_00000008.pt"]  # keep=3, one writer
+    assert sorted(p.name for p in (tmp / "ref" / "ckpt").iterdir())[1:] == names[1:]
+    a = torch.load(tmp / "ddp" / "ckpt" / names[-1], weights_only=False)
+    b = torch.load(tmp / "ref" / "ckpt" / names[-1], weights_only=False)
+    assert a["world_size"] == 2 and len(a["torch_rng_ranks"]) == 2
+    assert max_diff(a["model"], b["model"]) < 1e-12
+    assert max_diff(a["ema"]["shadow"], b["ema"]["shadow"]) < 1e-12
+    for i, st in a["optimizer"]["state"].items():
+        for k in ("exp_avg", "exp_avg_sq"):
+            assert float((st[k] - b["optimizer"]["state"][i][k]).abs().max()) < 1e-12
+
+
+def test_global_batch_must_divide_among_the_processes():
+    assert sg.distributed.shard_range(10, 0, 3) == (0, 4)
+    assert [sg.distributed.shard_range(10, r, 3) for r in range(3)] == [(0, 4), (4, 7), (7, 10)]
+    with pytest.raises(ValueError, match="rank"):
+        sg.distributed.shard_range(10, 3, 3)
+
+
+def test_run_py_under_torchrun_writes_one_run_and_matches_one_process(tmp_path):
+    """``torchrun --nproc_per_node=2 experiments/run.py ...`` against the same command in one
+    process: one set of outputs (rank 0's), the same checkpoints and a matching test NLL."""
+    from test_run import TINY, cfg_of, run_script
+
+    overrides = [
+        "experiment=gmm8",
+        "model.hidden=32",
+        "model.depth=2",
+        "train.batch_size=64",
+        "solver=ode",
+        *TINY,
+        "train.steps=4",
+        "likelihood.n=8",
+        "device=cpu",
+    ]
+    one = run_script.execute(cfg_of(*overrides), out_dir=tmp_path / "one")
+    res = torchrun(str(ROOT / "experiments" / "run.py"), *overrides, f"hydra.run.dir={tmp_path / 'two'}")
+    two = json.loads((tmp_path / "two" / "metrics.json").read_text())
+    assert res.stdout.count("| metric") == 1 and res.stdout.count("wall time") == 1  # rank 0 only
+    assert sorted(p.name for p in (tmp_path / "two").iterdir() if p.name not in (".hydra", "run.log")) == sorted(
+        p.name for p in (tmp_path / "one").iterdir()
+    )
+    assert sorted(p.name for p in (tmp_path / "two" / "checkpoints").iterdir()) == [
+        "ckpt_00000002.pt",
+        "ckpt_00000004.pt",
+    ]
+    a = torch.load(tmp_path / "two" / "checkpoints" / "ckpt_00000004.pt", weights_only=False)
+    b = torch.load(tmp_path / "one" / "checkpoints" / "ckpt_00000004.pt", weights_only=False)
+    assert a["world_size"] == 2 and b["world_size"] == 1
+    assert max_diff(a["ema"]["shadow"], b["ema"]["shadow"]) < 1e-6  # float32 rounding
+    assert json.loads((tmp_path / "two" / "config_resolved.json").read_text())["world_size"] == 2
+    assert two["test_nll_nats"] == pytest.approx(one["test_nll_nats"], rel=1e-4)
+    assert two["step"] == one["step"] == 4
