@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import os
 import time
 from pathlib import Path
 
@@ -97,7 +98,7 @@ def run(
         nonfinite=nonfinite,
         max_skips=max_skips,
         device=device,
-        callbacks=callbacks,
+        callbacks=[*callbacks, history_file := HistoryFile(out_dir / "history.json")],
         progress=progress,
         eval_every=eval_every,
         eval_fn=eval_fn,
@@ -108,18 +109,15 @@ def run(
     elif trainer.resume() and main_process:
         print(f"resumed from step {trainer.step} in {out_dir / 'checkpoints'}", flush=True)
     if mode in ("train", "all"):
-        start, start_step = time.perf_counter(), trainer.step
+        start = time.perf_counter()
         trainer.fit(steps)
         metrics["train_seconds"] = time.perf_counter() - start
         metrics["skipped_steps"] = trainer.skipped
-        history = [{k: v for k, v in h.items()} for h in trainer.history]
-        if start_step and (out_dir / "history.json").exists():
-            # A resumed run: keep the earlier part of the curve, up to the checkpoint resumed from.
-            old = json.loads((out_dir / "history.json").read_text())
-            history = [h for h in old if h["step"] <= start_step] + history
         if main_process:
-            (out_dir / "history.json").write_text(json.dumps(history))
-        history = [h for h in history if math.isfinite(h["loss"])]  # skipped steps have no loss
+            history_file.write(trainer)
+        history = [
+            h for h in history_file.rows(trainer) if math.isfinite(h["loss"])
+        ]  # skipped steps have no loss
         if history:
             if main_process:
                 save_loss_curve(history, out_dir / "loss.png")
@@ -237,6 +235,29 @@ def evaluate_likelihood(
     out["likelihood_seconds"] = time.perf_counter() - start
     out["likelihood_divergence"] = divergence if divergence == "exact" else f"hutchinson x{num_probes}"
     return out
+
+
+class HistoryFile(sg.Callback):
+    """``history.json`` (loss, lr, grad norm per step), rewritten with every checkpoint, so that a
+    run killed and resumed keeps the curve up to the checkpoint it resumed from."""
+
+    def __init__(self, path: Path):
+        self.path, self.earlier = Path(path), []
+
+    def on_train_start(self, trainer) -> None:
+        if trainer.step and self.path.exists():
+            self.earlier = [h for h in json.loads(self.path.read_text()) if h["step"] <= trainer.step]
+
+    def rows(self, trainer) -> list[dict]:
+        return self.earlier + trainer.history
+
+    def on_checkpoint(self, trainer, path) -> None:
+        self.write(trainer)
+
+    def write(self, trainer) -> None:
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp.write_text(json.dumps(self.rows(trainer)))
+        os.replace(tmp, self.path)
 
 
 def save_samples(x: torch.Tensor, data, out_dir: Path) -> None:

@@ -494,11 +494,16 @@ class Trainer:
 
     def resume(self) -> bool:
         """Load the newest readable checkpoint in ``ckpt_dir`` if there is one; returns whether it
-        did. A checkpoint that cannot be read (a torn or corrupt file) is renamed
-        ``<name>.corrupt``, kept for inspection, and the next older one is tried, with a
-        ``RuntimeWarning`` naming the file. A readable checkpoint of another model raises."""
+        did. Temporary files left by a save that was killed are deleted. A checkpoint that cannot
+        be read (a torn or corrupt file) is renamed ``<name>.corrupt``, kept for inspection, and
+        the next older one is tried, with a ``RuntimeWarning`` naming the file. A readable
+        checkpoint of another model raises."""
         if self.ckpt_dir is None:
             return False
+        if self.rank == 0 and self.ckpt_dir.is_dir():
+            # Half-written temporary files of a run killed while saving: never checkpoints.
+            for tmp in self.ckpt_dir.glob(".ckpt_*.pt.*.tmp"):
+                tmp.unlink(missing_ok=True)
         for path in reversed(list_checkpoints(self.ckpt_dir)):
             try:
                 state = read_checkpoint(path, self.device)
