@@ -1,5 +1,6 @@
 """sde_gen: score-based generative modelling in continuous time (Song et al. 2021) in PyTorch."""
 
+from . import distributed
 from .data import (
     ImageData,
     LevelTransform,
@@ -9,7 +10,15 @@ from .data import (
     load_dataset,
     mixture_entropy,
 )
-from .evaluation import evaluate_bpd, evaluate_nll, save_image_grid, save_samples_2d
+from .evaluation import (
+    chunk_generator,
+    chunk_seed,
+    evaluate_bpd,
+    evaluate_nll,
+    generate_samples,
+    save_image_grid,
+    save_samples_2d,
+)
 from .likelihood import (
     LikelihoodResult,
     bits_per_dim,
@@ -57,8 +66,9 @@ __all__ = [
     "SampleResult", "log_likelihood", "LikelihoodResult", "bits_per_dim", "exact_divergence",
     "hutchinson_divergence", "GaussianMixture", "energy_distance", "dsm_loss", "ImportanceSampler",
     "WEIGHTINGS", "ScoreModel", "PARAMETERIZATIONS", "Trainer", "EMA", "Callback", "evaluate_nll",
-    "evaluate_bpd", "save_image_grid", "save_samples_2d", "MLP", "UNet", "GaussianFourierEmbedding",
+    "evaluate_bpd", "generate_samples", "chunk_seed", "chunk_generator", "save_image_grid",
+    "save_samples_2d", "MLP", "UNet", "GaussianFourierEmbedding",
     "SinusoidalEmbedding", "load_dataset", "VectorData", "ImageData", "LevelTransform", "dequantized_bpd",
-    "mixture_entropy", "gmm8",
+    "mixture_entropy", "gmm8", "distributed",
 ]
 # fmt: on

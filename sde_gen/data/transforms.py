@@ -15,7 +15,7 @@ import torch
 from .._checks import check_int, check_real
 from ..likelihood import bits_per_dim
 
-__all__ = ["LevelTransform", "dequantized_bpd"]
+__all__ = ["LevelTransform", "dequantized_bpd", "dequantized_bpd_per_image"]
 
 
 class LevelTransform:
@@ -97,7 +97,7 @@ class LevelTransform:
         return bits_per_dim(log_prob, num_dims, levels=self.levels, low=self.low, high=self.high)
 
 
-def dequantized_bpd(
+def dequantized_bpd_per_image(
     log_prob_fn: Callable[[torch.Tensor], torch.Tensor],
     k: torch.Tensor,
     transform: LevelTransform,
@@ -106,25 +106,22 @@ def dequantized_bpd(
     generator: torch.Generator | None = None,
     batch_size: int | None = None,
     dtype=torch.float32,
-) -> tuple[float, float]:
-    """Mean bits/dim of integer data ``k`` ``(N, ...)`` under a model density, and its standard error.
+) -> torch.Tensor:
+    """Bits/dim of each image of integer data ``k`` ``(N, ...)``, averaged over ``repeats``
+    dequantizations: a float64 CPU tensor of shape ``(N,)``.
 
-    For each of ``repeats`` rounds, every image is dequantized afresh (``transform.dequantize``)
-    and ``log_prob_fn`` (a float batch ``(B, ...) -> (B,)`` log-densities in nats, in model space)
-    is evaluated in batches of ``batch_size`` (default: all). Each image's bits/dim is averaged
-    over the rounds; the result is the mean of these per-image averages, and the standard error is
-    their sample standard deviation over ``sqrt(N)`` (it covers both the image-to-image spread and
-    the dequantization noise). Needs ``N >= 2``.
+    For each of the ``repeats`` rounds, every image is dequantized afresh
+    (``transform.dequantize(..., generator)``) and ``log_prob_fn`` (a float batch ``(B, ...) -> (B,)``
+    log-densities in nats, in model space) is evaluated in batches of ``batch_size`` (default:
+    all): rounds outer, batches inner, so the draws from ``generator`` come in that order.
     """
     if not isinstance(transform, LevelTransform):
         raise TypeError(f"transform must be a LevelTransform, got {type(transform).__name__}")
     if not isinstance(k, torch.Tensor) or k.ndim < 1:
         raise TypeError(f"k must be a torch.Tensor of shape (N, ...), got {type(k).__name__}")
     n = k.shape[0]
-    if n < 2:
-        raise ValueError(f"k must hold at least 2 items for a standard error, got shape {tuple(k.shape)}")
     repeats = check_int("repeats", repeats, low=1)
-    batch_size = n if batch_size is None else check_int("batch_size", batch_size, low=1)
+    batch_size = max(n, 1) if batch_size is None else check_int("batch_size", batch_size, low=1)
     num_dims = math.prod(k.shape[1:])
     total = torch.zeros(n, dtype=torch.float64)
     for _ in range(repeats):
@@ -140,5 +137,36 @@ def dequantized_bpd(
             if bool(bad.any()):
                 raise ValueError(f"log_prob_fn returned {int(bad.sum())} non-finite log-densities")
             total[start : start + kb.shape[0]] += transform.bits_per_dim(lp.detach().double(), num_dims).cpu()
-    per_image = total / repeats
+    return total / repeats
+
+
+def dequantized_bpd(
+    log_prob_fn: Callable[[torch.Tensor], torch.Tensor],
+    k: torch.Tensor,
+    transform: LevelTransform,
+    *,
+    repeats: int = 1,
+    generator: torch.Generator | None = None,
+    batch_size: int | None = None,
+    dtype=torch.float32,
+) -> tuple[float, float]:
+    """Mean bits/dim of integer data ``k`` ``(N, ...)`` under a model density, and its standard error.
+
+    For each of ``repeats`` rounds, every image is dequantized afresh (``transform.dequantize``)
+    and ``log_prob_fn`` (a float batch ``(B, ...) -> (B,)`` log-densities in nats, in model space)
+    is evaluated in batches of ``batch_size`` (default: all). Each image's bits/dim is averaged
+    over the rounds (:func:`dequantized_bpd_per_image`); the result is the mean of these per-image
+    averages, and the standard error is their sample standard deviation over ``sqrt(N)`` (it covers
+    both the image-to-image spread and the dequantization noise). Needs ``N >= 2``.
+    """
+    if not isinstance(transform, LevelTransform):
+        raise TypeError(f"transform must be a LevelTransform, got {type(transform).__name__}")
+    if not isinstance(k, torch.Tensor) or k.ndim < 1:
+        raise TypeError(f"k must be a torch.Tensor of shape (N, ...), got {type(k).__name__}")
+    n = k.shape[0]
+    if n < 2:
+        raise ValueError(f"k must hold at least 2 items for a standard error, got shape {tuple(k.shape)}")
+    per_image = dequantized_bpd_per_image(
+        log_prob_fn, k, transform, repeats=repeats, generator=generator, batch_size=batch_size, dtype=dtype
+    )
     return float(per_image.mean()), float(per_image.std(unbiased=True) / math.sqrt(n))
