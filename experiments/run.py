@@ -15,7 +15,7 @@ import math
 import os
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -181,7 +181,23 @@ def validate(cfg: DictConfig) -> None:
     ):
         positive(key)
     positive("train.grad_clip", optional=True)
-    positive("train.eps", below=1.0)
+    T = cfg.sde.get("T", 1.0) if isinstance(cfg.sde, DictConfig) else 1.0
+    T = T if isinstance(T, (int, float)) and T > 0 else None  # a bad T is the SDE's own error
+    for key in ("train.eps", "sample.eps", "likelihood.eps"):  # the times run over [eps, T]
+        positive(key, below=T)
+    for section, schema in (
+        ("train", TrainConfig),
+        ("sample", SampleConfig),
+        ("likelihood", LikelihoodConfig),
+        ("logger", LoggerConfig),
+    ):
+        unknown = sorted(set(cfg[section]) - {f.name for f in fields(schema)})
+        if unknown:
+            raise _bad(
+                f"{section}.{unknown[0]}",
+                cfg[section][unknown[0]],
+                f"a key of {section}: {[f.name for f in fields(schema)]}",
+            )
     v = cfg.train.ema_decay
     if not 0.0 <= v < 1.0:
         raise _bad("train.ema_decay", v, "a number in [0, 1)")
@@ -243,6 +259,8 @@ def build(cfg: DictConfig):
         if images:
             raise _bad("model", model_cfg._target_, f"a model for images (data={data.name} is an image set)")
         model_cfg.dim = data.dim  # recorded in the config, so the logged config shows it
+    elif "dim" in model_cfg and not images and model_cfg.dim != data.dim:
+        raise _bad("model.dim", model_cfg.dim, f"null or {data.dim}, the dimension of data={data.name}")
     if not images and "image_size" in model_cfg:
         raise ConfigError(
             f"model={model_cfg._target_} is an image network but data={data.name} is vector data: "

@@ -127,6 +127,10 @@ def transition_between(ks: KernelCoefficients, kt: KernelCoefficients):
 
 def _gaussian_prior_sample(std: float, shape, generator, dtype, device) -> torch.Tensor:
     shape = _check_shape(shape)
+    if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        raise TypeError(
+            f"dtype must be a floating-point torch.dtype (e.g. torch.float32) or None, got {dtype!r}"
+        )
     return std * torch.randn(shape, generator=generator, dtype=dtype, device=device)
 
 

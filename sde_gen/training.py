@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from . import distributed as dist
-from ._checks import check_choice, check_int, check_positive, check_real, check_sde, check_tensor
+from ._checks import check_choice, check_eps, check_int, check_positive, check_real, check_sde, check_tensor
 from .losses import WEIGHTINGS, ImportanceSampler, draw_dsm, dsm_loss
 
 __all__ = ["EMA", "Trainer", "Callback", "save_atomic", "CKPT_PATTERN", "list_checkpoints", "NONFINITE"]
@@ -171,6 +171,8 @@ class Trainer:
     ):
         self.model = model
         self.sde = check_sde(sde)
+        if not isinstance(data, torch.Tensor):
+            raise TypeError(f"data must be a torch.Tensor of shape (N, ...), got {type(data).__name__}")
         self.data = check_tensor("data", data) if data.is_floating_point() else data
         if data.ndim < 1 or data.shape[0] == 0:
             raise ValueError(f"data must have shape (N, ...) with N >= 1, got {tuple(data.shape)}")
@@ -190,7 +192,7 @@ class Trainer:
             raise ValueError(f"decay_steps must be > warmup={self.warmup}, got {decay_steps!r}")
         self.grad_clip = None if grad_clip is None else check_positive("grad_clip", grad_clip)
         self.accumulate = check_int("accumulate", accumulate, low=1)
-        self.eps = eps
+        self.eps = check_eps(eps, sde.T)
         self.weighting = check_choice("weighting", weighting, set(WEIGHTINGS))
         if importance_sampling and weighting != "likelihood":
             raise ValueError(

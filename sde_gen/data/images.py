@@ -156,9 +156,10 @@ def read_idx(path, *, ndim: int | None = None) -> np.ndarray:
         raise ValueError(f"{path}: not an IDX file (only {len(raw)} bytes)")
     zero, dtype_code, nd = int.from_bytes(raw[:2], "big"), raw[2], raw[3]
     if zero != 0 or dtype_code != 0x08:
+        want = f"0x000008{ndim:02x}" if ndim is not None else "0x000008NN (NN: the number of dimensions)"
         raise ValueError(
-            f"{path}: bad IDX magic number 0x{raw[:4].hex()}; expected 0x000008{nd:02x} "
-            "(unsigned bytes); is it an MNIST file, and was a gzipped file renamed without .gz?"
+            f"{path}: bad IDX magic number 0x{raw[:4].hex()}; expected {want} (unsigned bytes); "
+            "is it an MNIST file, and was a gzipped file renamed without .gz?"
         )
     if ndim is not None and nd != ndim:
         raise ValueError(f"{path}: IDX file has {nd} dimensions (magic 0x{raw[:4].hex()}), expected {ndim}")

@@ -15,6 +15,7 @@ __all__ = [
     "TIME_EMBEDDINGS",
     "make_time_embedding",
     "check_time",
+    "check_input_dtype",
 ]
 
 
@@ -32,6 +33,15 @@ def check_time(t, x: torch.Tensor) -> torch.Tensor:
     if t.shape != (x.shape[0],):
         raise ValueError(f"t must have shape (B,) = ({x.shape[0]},) to match x, got {tuple(t.shape)}")
     return t.to(dtype=x.dtype, device=x.device)
+
+
+def check_input_dtype(x: torch.Tensor, weight: torch.Tensor) -> None:
+    """``x`` in the dtype of the network's parameters (``weight``), unless autocast casts for us."""
+    if x.dtype != weight.dtype and not torch.is_autocast_enabled(x.device.type):
+        raise TypeError(
+            f"x has dtype {x.dtype} but the network's parameters are {weight.dtype}: "
+            f"convert one of them (x.to({weight.dtype}) or net.to({x.dtype}))"
+        )
 
 
 class GaussianFourierEmbedding(nn.Module):

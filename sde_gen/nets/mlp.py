@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from .._checks import check_int, check_tensor
-from .embeddings import check_time, make_time_embedding
+from .embeddings import check_input_dtype, check_time, make_time_embedding
 
 __all__ = ["MLP"]
 
@@ -54,6 +54,7 @@ class MLP(nn.Module):
         d = math.prod(x.shape[1:])
         if d != self.dim:
             raise ValueError(f"x must have {self.dim} entries per sample (dim), got shape {tuple(x.shape)}")
+        check_input_dtype(x, self.out.weight)
         e = self.embed(check_time(t, x))
         h = x.reshape(x.shape[0], d)
         for layer, proj in zip(self.layers, self.time_proj, strict=True):

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .._checks import check_choice, check_int, check_real, check_tensor
-from .embeddings import TIME_EMBEDDINGS, check_time, make_time_embedding
+from .embeddings import TIME_EMBEDDINGS, check_input_dtype, check_time, make_time_embedding
 
 __all__ = ["UNet"]
 
@@ -264,6 +264,7 @@ class UNet(nn.Module):
         expected = (self.in_channels, self.image_size, self.image_size)
         if x.ndim != 4 or tuple(x.shape[1:]) != expected:
             raise ValueError(f"x must have shape (B, {', '.join(map(str, expected))}), got {tuple(x.shape)}")
+        check_input_dtype(x, self.conv_in.weight)
         emb = F.silu(self.embed(check_time(t, x)))  # (B, 4 * channels), activated once for all blocks
 
         h = self.conv_in(x)
