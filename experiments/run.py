@@ -27,7 +27,11 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+EXPERIMENTS = str(Path(__file__).resolve().parent)
+sys.path.insert(0, EXPERIMENTS)
+# Jobs started by submitit (hydra/launcher=slurm or local) unpickle this script's functions in a
+# fresh interpreter that imports pipeline and logging_callbacks; it inherits this environment.
+os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (EXPERIMENTS, os.environ.get("PYTHONPATH")) if p)
 
 import pipeline  # noqa: E402
 
