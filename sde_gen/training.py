@@ -286,7 +286,7 @@ class Trainer:
             group["lr"] = lr
         self.optimizer.zero_grad(set_to_none=True)
         snapshot = self._rng_snapshot()
-        local = torch.zeros((), dtype=torch.float64)
+        local = torch.zeros((), dtype=torch.float64, device=self.device)  # NCCL reduces device tensors
         batches = []
         cpu_state = torch.get_rng_state()
         torch.set_rng_state(self.torch_rng)
@@ -311,7 +311,7 @@ class Trainer:
                         draws=draws.shard(self._shard),
                     )
                     (loss / self.accumulate).backward()
-                local += loss.detach().double().cpu() / self.accumulate
+                local += loss.detach().double() / self.accumulate
         finally:
             self.torch_rng = torch.get_rng_state()
             torch.set_rng_state(cpu_state)
