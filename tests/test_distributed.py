@@ -116,9 +116,8 @@ def test_run_py_under_torchrun_writes_one_run_and_matches_one_process(tmp_path):
     res = torchrun(str(ROOT / "experiments" / "run.py"), *overrides, f"hydra.run.dir={tmp_path / 'two'}")
     two = json.loads((tmp_path / "two" / "metrics.json").read_text())
     assert res.stdout.count("| metric") == 1 and res.stdout.count("wall time") == 1  # rank 0 only
-    assert sorted(p.name for p in (tmp_path / "two").iterdir() if p.name not in (".hydra", "run.log")) == sorted(
-        p.name for p in (tmp_path / "one").iterdir()
-    )
+    written = sorted(p.name for p in (tmp_path / "two").iterdir() if p.name not in (".hydra", "run.log"))
+    assert written == sorted(p.name for p in (tmp_path / "one").iterdir())
     assert sorted(p.name for p in (tmp_path / "two" / "checkpoints").iterdir()) == [
         "ckpt_00000002.pt",
         "ckpt_00000004.pt",

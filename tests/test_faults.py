@@ -181,3 +181,40 @@ def test_skip_mode_gives_up_after_max_skips_in_a_row(tmp_path):
 def test_bad_fault_options(tmp_path, kw, match):
     with pytest.raises(ValueError, match=match):
         _trainer(tmp_path, **kw)
+
+
+# -- through experiments/run.py ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("nonfinite", ["raise", "skip"])
+def test_run_py_nonfinite_option(tmp_path, monkeypatch, nonfinite):
+    """``train.nonfinite`` and ``train.keep`` reach the trainer: a NaN row in the training data
+    stops the run naming the step (raise) or is skipped and counted in metrics.json (skip)."""
+    from test_run import TINY, cfg_of, run_script
+
+    build = run_script.build
+
+    def poisoned(cfg):
+        data, *rest = build(cfg)
+        data.train[::7] = float("nan")  # every batch of 64 holds some
+        return (data, *rest)
+
+    monkeypatch.setattr(run_script, "build", poisoned)
+    cfg = cfg_of(
+        "experiment=gmm8", "model.hidden=16", "model.depth=1", "train.batch_size=64", *TINY,
+        "train.steps=6", "train.keep=2", "train.ckpt_every=1", f"train.nonfinite={nonfinite}",
+        "train.max_skips=100", "mode=train",
+    )  # fmt: skip
+    if nonfinite == "raise":
+        with pytest.raises(
+            FloatingPointError, match=r"at step 1: likely cause: the training batch contains NaN"
+        ):
+            run_script.execute(cfg, out_dir=tmp_path)
+        assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["ckpt_00000000.pt"]
+    else:
+        metrics = run_script.execute(cfg, out_dir=tmp_path)
+        assert metrics["skipped_steps"] == 6 and metrics["step"] == 6
+        assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == [
+            "ckpt_00000005.pt",
+            "ckpt_00000006.pt",
+        ]

@@ -192,8 +192,15 @@ def test_denoise_returns_tweedie_mean_with_closed_form_variance():
 def test_progress_bar_keeps_the_users_callback_and_the_result(capsys):
     sde, mix = sg.VPSDE(), mixture_2d()
     seen = []
-    run = lambda **kw: sg.sample(sde, mix.score_fn(sde), (8, 2), sg.EulerMaruyama(30), dtype=torch.float64,
-                                 generator=torch.Generator().manual_seed(0), **kw)
+    run = lambda **kw: sg.sample(
+        sde,
+        mix.score_fn(sde),
+        (8, 2),
+        sg.EulerMaruyama(30),
+        dtype=torch.float64,
+        generator=torch.Generator().manual_seed(0),
+        **kw,
+    )
     with_bar = run(progress=True, callback=lambda info: seen.append(info.step))
     assert torch.equal(with_bar, run())
     assert seen == list(range(30))
