@@ -123,6 +123,15 @@ def _progress(total: int, enabled: bool, desc: str):
     return tqdm(total=total, desc=desc, dynamic_ncols=True)
 
 
+def _gather_chunks(parts: list[torch.Tensor], bar) -> torch.Tensor:
+    """Close the progress bar; this rank's per-point results (float64, CPU), gathered from every
+    rank in rank order: the original order, since ranks hold contiguous runs of chunks."""
+    if bar is not None:
+        bar.close()
+    mine = torch.cat(parts) if parts else torch.zeros(0, dtype=torch.float64)
+    return dist_utils.gather_cat(mine)
+
+
 def _nfe_stats(chunk_nfe: list[int]) -> dict:
     """Gather this rank's per-chunk NFE: the total, per chunk (in chunk order) and per rank."""
     per_chunk = dist_utils.gather_cat(torch.tensor(chunk_nfe, dtype=torch.int64))
@@ -197,10 +206,7 @@ def evaluate_nll(
         chunk_nfe.append(res.nfe)
         if bar is not None:
             bar.update(1)
-    if bar is not None:
-        bar.close()
-    mine = torch.cat(nll) if nll else torch.zeros(0, dtype=torch.float64)
-    nll = dist_utils.gather_cat(mine)
+    nll = _gather_chunks(nll, bar)
     se = float(nll.std() / math.sqrt(nll.numel())) if nll.numel() > 1 else float("nan")
     return {"nll": float(nll.mean()), "nll_se": se, "per_point": nll, **_nfe_stats(chunk_nfe)}
 
@@ -239,17 +245,9 @@ def evaluate_bpd(
     inner. With ``divergence="hutchinson"`` the log-densities are unbiased estimates, so the mean
     stays unbiased and the standard error, taken over images, includes the probes' noise.
     """
-    from .data.transforms import LevelTransform, dequantized_bpd_per_image
+    from .data.transforms import check_level_data, dequantized_bpd_per_image
 
-    if not isinstance(transform, LevelTransform):
-        raise TypeError(f"transform must be a LevelTransform, got {type(transform).__name__}")
-    if not isinstance(levels, torch.Tensor) or levels.ndim < 1:
-        raise TypeError(f"levels must be a torch.Tensor of shape (N, ...), got {type(levels).__name__}")
-    n = levels.shape[0]
-    if n < 2:
-        raise ValueError(
-            f"levels must hold at least 2 images for a standard error, got {tuple(levels.shape)}"
-        )
+    n = check_level_data(levels, transform, name="levels", min_items=2)
     batch_size = check_int("batch_size", batch_size, low=1)
     repeats = check_int("repeats", repeats, low=1)
     check_choice("divergence", divergence, {"exact", "hutchinson"})
@@ -305,10 +303,7 @@ def evaluate_bpd(
             )
             if bar is not None:
                 bar.update(1)
-        if bar is not None:
-            bar.close()
-        mine = torch.cat(parts) if parts else torch.zeros(0, dtype=torch.float64)
-        per_image = dist_utils.gather_cat(mine)
+        per_image = _gather_chunks(parts, bar)
     stats = _nfe_stats([chunk_nfe[i] for i in sorted(chunk_nfe)])
     se = float(per_image.std(unbiased=True) / math.sqrt(n))
     return {"bpd": float(per_image.mean()), "bpd_se": se, "per_point": per_image, **stats}

@@ -23,24 +23,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "experiments"))
 
 import run as run_script  # noqa: E402, F401  (registers the config schema)
+import test_run  # noqa: E402
 
 CONF = str(ROOT / "conf")
 PLUGIN = "hydra_plugins.hydra_submitit_launcher.submitit_launcher"
-TINY = [
-    "experiment=gmm8",
-    "solver=em",
-    "solver.steps=4",
-    "train.steps=3",
-    "train.warmup=0",
-    "train.ckpt_every=2",
-    "sample.num=16",
-    "likelihood.n=4",
-    "likelihood.rtol=1e-3",
-    "likelihood.atol=1e-3",
-    "logger=none",
-    "progress=false",
-    "threads=1",
-]
+TINY = ["experiment=gmm8", "solver=em", "solver.steps=4", *test_run.TINY]
 
 
 def hydra_cfg(*overrides):

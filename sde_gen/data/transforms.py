@@ -97,6 +97,20 @@ class LevelTransform:
         return bits_per_dim(log_prob, num_dims, levels=self.levels, low=self.low, high=self.high)
 
 
+def check_level_data(k, transform, name: str = "k", min_items: int = 0) -> int:
+    """Check integer data ``k`` ``(N, ...)`` and its :class:`LevelTransform`; return ``N``.
+    ``min_items=2`` for a standard error."""
+    if not isinstance(transform, LevelTransform):
+        raise TypeError(f"transform must be a LevelTransform, got {type(transform).__name__}")
+    if not isinstance(k, torch.Tensor) or k.ndim < 1:
+        raise TypeError(f"{name} must be a torch.Tensor of shape (N, ...), got {type(k).__name__}")
+    if k.shape[0] < min_items:
+        raise ValueError(
+            f"{name} must hold at least {min_items} items for a standard error, got shape {tuple(k.shape)}"
+        )
+    return k.shape[0]
+
+
 def dequantized_bpd_per_image(
     log_prob_fn: Callable[[torch.Tensor], torch.Tensor],
     k: torch.Tensor,
@@ -115,11 +129,7 @@ def dequantized_bpd_per_image(
     log-densities in nats, in model space) is evaluated in batches of ``batch_size`` (default:
     all): rounds outer, batches inner, so the draws from ``generator`` come in that order.
     """
-    if not isinstance(transform, LevelTransform):
-        raise TypeError(f"transform must be a LevelTransform, got {type(transform).__name__}")
-    if not isinstance(k, torch.Tensor) or k.ndim < 1:
-        raise TypeError(f"k must be a torch.Tensor of shape (N, ...), got {type(k).__name__}")
-    n = k.shape[0]
+    n = check_level_data(k, transform)
     repeats = check_int("repeats", repeats, low=1)
     batch_size = max(n, 1) if batch_size is None else check_int("batch_size", batch_size, low=1)
     num_dims = math.prod(k.shape[1:])
@@ -159,13 +169,7 @@ def dequantized_bpd(
     averages, and the standard error is their sample standard deviation over ``sqrt(N)`` (it covers
     both the image-to-image spread and the dequantization noise). Needs ``N >= 2``.
     """
-    if not isinstance(transform, LevelTransform):
-        raise TypeError(f"transform must be a LevelTransform, got {type(transform).__name__}")
-    if not isinstance(k, torch.Tensor) or k.ndim < 1:
-        raise TypeError(f"k must be a torch.Tensor of shape (N, ...), got {type(k).__name__}")
-    n = k.shape[0]
-    if n < 2:
-        raise ValueError(f"k must hold at least 2 items for a standard error, got shape {tuple(k.shape)}")
+    n = check_level_data(k, transform, min_items=2)
     per_image = dequantized_bpd_per_image(
         log_prob_fn, k, transform, repeats=repeats, generator=generator, batch_size=batch_size, dtype=dtype
     )
