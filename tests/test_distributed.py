@@ -4,6 +4,7 @@ only difference, the order of the gradient sums, stays at rounding level)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -129,3 +130,74 @@ def test_run_py_under_torchrun_writes_one_run_and_matches_one_process(tmp_path):
     assert json.loads((tmp_path / "two" / "config_resolved.json").read_text())["world_size"] == 2
     assert two["test_nll_nats"] == pytest.approx(one["test_nll_nats"], rel=1e-4)
     assert two["step"] == one["step"] == 4
+
+
+def test_torchrun_group_killed_with_sigkill_resumes_to_the_same_state(tmp_path):
+    """The whole torchrun group (agent and workers, as SLURM kills a job) is killed with SIGKILL
+    while training; the same command again resumes from rank 0's newest checkpoint and ends with
+    the state of a group that was never killed, bit for bit."""
+    import random
+    import signal
+    import time
+
+    steps = "400"
+    env = dict(os.environ, OMP_NUM_THREADS="1", WANDB_MODE="disabled")
+    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(k, None)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    cmd += [str(HERE / "ddp_worker.py"), str(tmp_path / "killed"), steps]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, start_new_session=True)
+    ckpt_dir = tmp_path / "killed" / "ckpt"
+    deadline = time.monotonic() + 120
+    while not (ckpt_dir.is_dir() and any(ckpt_dir.glob("ckpt_*.pt"))):
+        assert proc.poll() is None and time.monotonic() < deadline, "no checkpoint before the kill"
+        time.sleep(0.02)
+    time.sleep(random.Random(0).uniform(0.1, 0.5))
+    assert proc.poll() is None, "the run ended before the kill: raise the step count"
+    # torchrun starts its workers in sessions of their own: kill the agent and every descendant
+    # at once, as SLURM does with a job's cgroup.
+    for pid in [proc.pid, *descendants(proc.pid)]:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    proc.wait(30)
+    killed_at = max(int(p.name[5:13]) for p in ckpt_dir.glob("ckpt_*.pt"))
+    assert 0 < killed_at < int(steps)
+
+    torchrun(str(HERE / "ddp_worker.py"), str(tmp_path / "killed"), steps)
+    torchrun(str(HERE / "ddp_worker.py"), str(tmp_path / "clean"), steps)
+    a = torch.load(tmp_path / "killed" / "rank0_of2.pt", weights_only=False)
+    b = torch.load(tmp_path / "clean" / "rank0_of2.pt", weights_only=False)
+    assert a["resumed_from"] == killed_at
+    assert_identical(a["state"], b["state"])
+
+
+def descendants(pid: int) -> list[int]:
+    """The pids of every living descendant of ``pid`` (from /proc)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    out, todo = [], [pid]
+    while todo:
+        for c in children.get(todo.pop(), []):
+            out.append(c)
+            todo.append(c)
+    return out
+
+
+def assert_identical(a, b, where="state"):
+    """Equal structure and values; tensors equal bit for bit."""
+    assert type(a) is type(b), where
+    if isinstance(a, dict):
+        assert a.keys() == b.keys(), where
+        for k in a:
+            assert_identical(a[k], b[k], f"{where}[{k!r}]")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            assert_identical(x, y, f"{where}[{i}]")
+    elif isinstance(a, torch.Tensor):
+        assert torch.equal(a, b), where
+    else:
+        assert a == b, (where, a, b)
