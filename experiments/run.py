@@ -544,6 +544,12 @@ def main(cfg: DictConfig) -> dict | None:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
         sys.exit(2)
+    except (sg.CheckpointError, FloatingPointError) as e:
+        # A damaged checkpoint, or a NaN loss (the last good state is kept): the message says it all.
+        print(f"run.py: {type(e).__name__}: {e}", file=sys.stderr)
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        sys.exit(1)
     if sg.distributed.is_main_process():
         print(f"wall time {time.perf_counter() - start:.1f} s")
     return metrics

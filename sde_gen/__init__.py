@@ -52,7 +52,7 @@ from .solvers import (
     StepOutput,
     SteppingSolver,
 )
-from .training import EMA, Callback, Trainer
+from .training import EMA, Callback, CheckpointError, Trainer
 
 __version__ = "0.1.0"
 
@@ -65,7 +65,8 @@ __all__ = [
     "AnnealedLangevin", "NoCorrector", "PREDICTORS", "CORRECTORS", "sample", "encode",
     "SampleResult", "log_likelihood", "LikelihoodResult", "bits_per_dim", "exact_divergence",
     "hutchinson_divergence", "GaussianMixture", "energy_distance", "dsm_loss", "ImportanceSampler",
-    "WEIGHTINGS", "ScoreModel", "PARAMETERIZATIONS", "Trainer", "EMA", "Callback", "evaluate_nll",
+    "WEIGHTINGS", "ScoreModel", "PARAMETERIZATIONS", "Trainer", "EMA", "Callback", "CheckpointError",
+    "evaluate_nll",
     "evaluate_bpd", "generate_samples", "chunk_seed", "chunk_generator", "save_image_grid",
     "save_samples_2d", "MLP", "UNet", "GaussianFourierEmbedding",
     "SinusoidalEmbedding", "load_dataset", "VectorData", "ImageData", "LevelTransform", "dequantized_bpd",

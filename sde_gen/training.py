@@ -22,11 +22,25 @@ from . import distributed as dist
 from ._checks import check_choice, check_eps, check_int, check_positive, check_real, check_sde, check_tensor
 from .losses import WEIGHTINGS, ImportanceSampler, draw_dsm, dsm_loss
 
-__all__ = ["EMA", "Trainer", "Callback", "save_atomic", "CKPT_PATTERN", "list_checkpoints", "NONFINITE"]
+__all__ = [
+    "EMA",
+    "Trainer",
+    "Callback",
+    "CheckpointError",
+    "save_atomic",
+    "CKPT_PATTERN",
+    "list_checkpoints",
+    "NONFINITE",
+]
 
 NONFINITE = ("raise", "skip")
 
 CKPT_PATTERN = re.compile(r"^ckpt_(\d{8})\.pt$")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be used: unreadable (truncated, corrupt, not a checkpoint) or written
+    for another model. The message names the file."""
 
 
 class EMA:
@@ -489,7 +503,7 @@ class Trainer:
 
     def load_checkpoint(self, path: str | os.PathLike) -> None:
         """Load a checkpoint written by :meth:`save_checkpoint`. An unreadable file (truncated,
-        corrupt, not a checkpoint) or one written for another model raises :class:`RuntimeError`
+        corrupt, not a checkpoint) or one written for another model raises :class:`CheckpointError`
         naming the file, before anything is changed."""
         path = Path(path)
         self._load(read_checkpoint(path, self.device), path)
@@ -509,7 +523,7 @@ class Trainer:
         for path in reversed(list_checkpoints(self.ckpt_dir)):
             try:
                 state = read_checkpoint(path, self.device)
-            except RuntimeError as e:
+            except CheckpointError as e:
                 warnings.warn(
                     f"{e}; moved aside to {path.name}.corrupt, trying the previous one",
                     RuntimeWarning,
@@ -531,14 +545,14 @@ class Trainer:
             k for k in own if tuple(own[k].shape) != tuple(theirs[k].shape)
         ]
         if bad:
-            raise RuntimeError(
+            raise CheckpointError(
                 f"checkpoint {path} was written for another model: these parameters differ in name or "
                 f"shape: {bad[:5]}{' ...' if len(bad) > 5 else ''}"
             )
         try:
             self.load_state_dict(state)
         except Exception as e:
-            raise RuntimeError(f"checkpoint {path} cannot be loaded ({type(e).__name__}: {e})") from e
+            raise CheckpointError(f"checkpoint {path} cannot be loaded ({type(e).__name__}: {e})") from e
 
 
 CKPT_KEYS = ("step", "model", "ema", "optimizer", "data_gen", "noise_gen", "perm", "pos")
@@ -546,19 +560,19 @@ CKPT_KEYS = ("step", "model", "ema", "optimizer", "data_gen", "noise_gen", "perm
 
 def read_checkpoint(path: str | os.PathLike, map_location=None) -> dict:
     """``torch.load`` a trainer checkpoint; a file that cannot be read or holds no trainer state
-    raises :class:`RuntimeError` naming it."""
+    raises :class:`CheckpointError` naming it."""
     path = Path(path)
     try:
         state = torch.load(path, map_location=map_location, weights_only=False)
     except Exception as e:  # torch raises several types for torn or foreign files
         size = path.stat().st_size if path.exists() else None
-        raise RuntimeError(
+        raise CheckpointError(
             f"checkpoint {path} cannot be read ({type(e).__name__}: {e}; {size} bytes): "
             "it is truncated, corrupt or not a sde_gen checkpoint"
         ) from e
     missing = [k for k in CKPT_KEYS if not isinstance(state, dict) or k not in state]
     if missing:
-        raise RuntimeError(f"checkpoint {path} is not a sde_gen trainer checkpoint: it lacks {missing}")
+        raise CheckpointError(f"checkpoint {path} is not a sde_gen trainer checkpoint: it lacks {missing}")
     return state
 
 

@@ -215,6 +215,8 @@ def _cases() -> list[Case]:
     from hydra.errors import InstantiationException as Instantiate
     from hydra.errors import MissingConfigException as Missing
 
+    from sde_gen import CheckpointError
+
     ConfigError = _run_module().ConfigError
     return [
         # -- config values through experiments/run.py: Hydra's schema, then run.validate -------------
@@ -803,7 +805,7 @@ def _cases() -> list[Case]:
             "checkpoint-corrupt",
             "training",
             'sg.Trainer(net, sde, data).load_checkpoint(garbage(tmp / "ckpt_00000001.pt"))',
-            RuntimeError,
+            CheckpointError,
             r"^checkpoint <tmp>/ckpt_00000001\.pt cannot be read \(UnpicklingError: "
             r".*not a sde_gen checkpoint",
         ),

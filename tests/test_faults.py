@@ -9,6 +9,8 @@ import pytest
 import torch
 from test_training import _params, _trainer
 
+import sde_gen as sg
+
 
 def _state(trainer):
     s = trainer.state_dict()
@@ -44,7 +46,7 @@ def test_unreadable_checkpoint_names_the_file_and_changes_nothing(tmp_path, dama
     if damage == "not_a_trainer":
         torch.save({"weights": torch.zeros(3)}, path)
     before = _state(trainer)
-    with pytest.raises(RuntimeError, match=r"checkpoint .*ckpt_00000099\.pt"):
+    with pytest.raises(sg.CheckpointError, match=r"checkpoint .*ckpt_00000099\.pt"):
         trainer.load_checkpoint(path)
     _assert_same(before, _state(trainer))
     assert trainer.step == 2
@@ -53,14 +55,12 @@ def test_unreadable_checkpoint_names_the_file_and_changes_nothing(tmp_path, dama
 def test_checkpoint_of_another_model_is_refused_before_loading(tmp_path):
     from test_training import TinyNet
 
-    import sde_gen as sg
-
     trainer = _trainer(tmp_path)
     trainer.fit(1)
     other = sg.ScoreModel(TinyNet(hidden=16), sg.VPSDE())
     torch.save({**trainer.state_dict(), "model": other.state_dict()}, tmp_path / "other.pt")
     before = _state(trainer)
-    with pytest.raises(RuntimeError, match=r"other\.pt was written for another model.*body"):
+    with pytest.raises(sg.CheckpointError, match=r"other\.pt was written for another model.*body"):
         trainer.load_checkpoint(tmp_path / "other.pt")
     _assert_same(before, _state(trainer))
 
