@@ -555,8 +555,22 @@ def main(cfg: DictConfig) -> dict | None:
     return metrics
 
 
+def quiet_other_ranks() -> None:
+    """Ranks other than 0 use rank 0's run directory (broadcast in :func:`execute`) and write
+    nothing into Hydra's: no ``.hydra/``, no log file, and, unless ``hydra.run.dir`` is given, a
+    throw-away directory (a timestamped default could differ from rank 0's by a second)."""
+    import atexit
+    import shutil
+    import tempfile
+
+    sys.argv += ["hydra.output_subdir=null", "hydra/job_logging=stdout"]
+    if not any(a.startswith(("hydra.run.dir=", "-m", "--multirun")) for a in sys.argv[1:]):
+        scratch = tempfile.mkdtemp(prefix="sde_gen_rank_")
+        atexit.register(shutil.rmtree, scratch, ignore_errors=True)
+        sys.argv.append(f"hydra.run.dir={scratch}")
+
+
 if __name__ == "__main__":
     if os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0")) != "0":
-        # Ranks other than 0 write nothing into Hydra's run directory (rank 0's is used by all).
-        sys.argv += ["hydra.output_subdir=null", "hydra/job_logging=stdout"]
+        quiet_other_ranks()
     main()

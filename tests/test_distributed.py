@@ -201,3 +201,15 @@ def assert_identical(a, b, where="state"):
         assert torch.equal(a, b), where
     else:
         assert a == b, (where, a, b)
+
+
+def test_torchrun_with_hydras_default_run_dir_leaves_one_directory(tmp_path):
+    """Without ``hydra.run.dir`` every rank would name a directory after its own start time; the
+    ranks use rank 0's, and the others' throw-away directories are gone at exit."""
+    from test_run import TINY
+
+    overrides = ["experiment=gmm8", "model.hidden=16", "model.depth=1", "train.batch_size=64", *TINY]
+    torchrun(str(ROOT / "experiments" / "run.py"), *overrides, "train.steps=2", cwd=tmp_path)
+    (run_dir,) = (tmp_path / "outputs" / "gmm8").iterdir()
+    assert (run_dir / "metrics.json").exists() and (run_dir / ".hydra").is_dir()
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["ckpt_00000002.pt"]
