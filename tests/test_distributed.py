@@ -19,6 +19,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
 import ddp_worker  # noqa: E402
+from test_kill_resume import assert_identical  # noqa: E402
 
 import sde_gen as sg  # noqa: E402
 
@@ -184,23 +185,6 @@ def descendants(pid: int) -> list[int]:
             out.append(c)
             todo.append(c)
     return out
-
-
-def assert_identical(a, b, where="state"):
-    """Equal structure and values; tensors equal bit for bit."""
-    assert type(a) is type(b), where
-    if isinstance(a, dict):
-        assert a.keys() == b.keys(), where
-        for k in a:
-            assert_identical(a[k], b[k], f"{where}[{k!r}]")
-    elif isinstance(a, (list, tuple)):
-        assert len(a) == len(b), where
-        for i, (x, y) in enumerate(zip(a, b, strict=True)):
-            assert_identical(x, y, f"{where}[{i}]")
-    elif isinstance(a, torch.Tensor):
-        assert torch.equal(a, b), where
-    else:
-        assert a == b, (where, a, b)
 
 
 def test_torchrun_with_hydras_default_run_dir_leaves_one_directory(tmp_path):
