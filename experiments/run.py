@@ -279,10 +279,8 @@ def build(cfg: DictConfig):
                 "choose a matching model (e.g. unet_digits for digits, unet_mnist for mnist)"
             )
     like = cfg.likelihood
-    if like.steps is not None:  # a fixed grid: the same NFE for every batch and every rank
-        lik_solver = sg.ProbabilityFlow(method=like.method, steps=like.steps)
-    else:
-        lik_solver = sg.ProbabilityFlow(method=like.method, rtol=like.rtol, atol=like.atol)
+    # likelihood.steps: a fixed grid, the same NFE for every batch and every rank.
+    lik_solver = sg.ProbabilityFlow(method=like.method, rtol=like.rtol, atol=like.atol, steps=like.steps)
     for name, obj in (("sde", sde), ("solver", solver), ("model", net)):
         if not isinstance(obj, TARGETS[name]):
             raise ConfigError(
@@ -415,13 +413,6 @@ def wandb_identity(cfg: DictConfig, overrides: list[str], sweep_dir: str | None)
     }
 
 
-def resolve_device(name: str) -> torch.device:
-    """``auto``: this process's GPU (``LOCAL_RANK``) when CUDA is available, else the CPU."""
-    if name == "cpu" or (name == "auto" and not torch.cuda.is_available()):
-        return torch.device("cpu")
-    return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-
-
 def execute(cfg: DictConfig, out_dir: str | Path | None = None) -> dict:
     """Validate ``cfg``, build the objects, run the pipeline into ``out_dir``; return the metrics.
 
@@ -433,7 +424,8 @@ def execute(cfg: DictConfig, out_dir: str | Path | None = None) -> dict:
     out_dir = Path(out_dir) if out_dir is not None else hydra_dir
     out_dir = sg.distributed.broadcast_object(out_dir)
     main_process = sg.distributed.is_main_process()
-    device = resolve_device(cfg.device)
+    # auto and cuda (checked to exist): this process's GPU when CUDA is available, else the CPU.
+    device = torch.device("cpu") if cfg.device == "cpu" else sg.distributed.local_device()
     out_dir.mkdir(parents=True, exist_ok=True)
     mode = cfg.mode.value if isinstance(cfg.mode, Mode) else str(cfg.mode)
     ckpt_dir = out_dir / "checkpoints"

@@ -27,6 +27,7 @@ __all__ = [
     "is_main_process",
     "barrier",
     "init_from_env",
+    "local_device",
     "shard_range",
     "gather_cat",
     "broadcast_object",
@@ -74,6 +75,14 @@ def _slurm_env() -> dict | None:
     }
 
 
+def local_device() -> torch.device:
+    """This process's device: GPU ``LOCAL_RANK`` (0 outside a process group) when CUDA is
+    available, else the CPU."""
+    if not torch.cuda.is_available():
+        return torch.device("cpu")
+    return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+
+
 def init_from_env(backend: str | None = None, timeout_s: float = 1800.0) -> torch.device:
     """Join the process group described by the environment and return this process's device.
 
@@ -87,15 +96,13 @@ def init_from_env(backend: str | None = None, timeout_s: float = 1800.0) -> torc
         if slurm is not None:
             for k, v in slurm.items():
                 env.setdefault(k, v)
-    cuda = torch.cuda.is_available()
+    device = local_device()
     if "WORLD_SIZE" not in env or int(env["WORLD_SIZE"]) < 2:
-        return torch.device("cuda" if cuda else "cpu")
-    local_rank = int(env.get("LOCAL_RANK", "0"))
-    device = torch.device("cuda", local_rank) if cuda else torch.device("cpu")
-    if cuda:
+        return device
+    if device.type == "cuda":
         torch.cuda.set_device(device)
     if not dist.is_initialized():
-        backend = backend or ("nccl" if cuda else "gloo")
+        backend = backend or ("nccl" if device.type == "cuda" else "gloo")
         dist.init_process_group(backend=backend, timeout=timedelta(seconds=timeout_s))
     return device
 

@@ -80,7 +80,11 @@ class EMA:
 
     def load_state_dict(self, state: dict) -> None:
         self.decay = state["decay"]
-        self.shadow = {k: v.clone() for k, v in state["shadow"].items()}
+        # Onto the devices of the current shadow (the model's): checkpoints are read onto the CPU.
+        self.shadow = {
+            k: v.to(self.shadow[k].device if k in self.shadow else v.device, copy=True)
+            for k, v in state["shadow"].items()
+        }
 
 
 class Callback:
@@ -238,14 +242,15 @@ class Trainer:
         self.seed = check_int("seed", seed, low=0)
         self.data_gen = torch.Generator().manual_seed(self.seed)
         self.noise_gen = torch.Generator(device=self.device).manual_seed(self.seed + 1)
-        self.torch_rng = self._dropout_rng(self.rank)
+        self.torch_rng = self._dropout_rng()
         self._perm = torch.randperm(self.data.shape[0], generator=self.data_gen)
         self._pos = 0
         self.history: list[dict] = []
 
-    def _dropout_rng(self, rank: int) -> torch.Tensor:
-        """The initial CPU RNG state for dropout: ranks draw different masks for their shards."""
-        return torch.Generator().manual_seed(self.seed + 2 + 1_000_003 * rank).get_state()
+    def _dropout_rng(self, step: int = 0) -> torch.Tensor:
+        """A fresh CPU RNG state for dropout: ranks draw different masks for their shards. ``step``
+        restarts the streams of a run resumed with another number of processes."""
+        return torch.Generator().manual_seed(self.seed + 2 + 1_000_003 * self.rank + 7919 * step).get_state()
 
     # -- one step ----------------------------------------------------------------------------
 
@@ -450,12 +455,9 @@ class Trainer:
             "model": self.model.state_dict(),
             "ema": self.ema.state_dict(),
             "optimizer": self.optimizer.state_dict(),
-            "data_gen": self.data_gen.get_state(),
-            "noise_gen": self.noise_gen.get_state(),
+            **self._rng_snapshot(),
             "torch_rng": rngs[0],
             "torch_rng_ranks": rngs,
-            "perm": self._perm,
-            "pos": self._pos,
             "seed": self.seed,
             "skipped": self.skipped,
             "skips_in_a_row": self._skips_in_a_row,
@@ -467,16 +469,12 @@ class Trainer:
         self.ema.load_state_dict(state["ema"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.data_gen.set_state(state["data_gen"])
-        self.noise_gen.set_state(state["noise_gen"].to(self.noise_gen.get_state().device))
+        self.noise_gen.set_state(state["noise_gen"])
         rngs = state.get("torch_rng_ranks", [state["torch_rng"]])
         if len(rngs) == self.world_size:
             self.torch_rng = rngs[self.rank]
         else:  # a different number of processes: fresh dropout streams, a function of the step
-            self.torch_rng = (
-                torch.Generator()
-                .manual_seed(self.seed + 2 + 1_000_003 * self.rank + 7919 * state["step"])
-                .get_state()
-            )
+            self.torch_rng = self._dropout_rng(state["step"])
         self._perm, self._pos = state["perm"], state["pos"]
         self.step = state["step"]
         self.skipped = state.get("skipped", 0)
@@ -506,7 +504,7 @@ class Trainer:
         corrupt, not a checkpoint) or one written for another model raises :class:`CheckpointError`
         naming the file, before anything is changed."""
         path = Path(path)
-        self._load(read_checkpoint(path, self.device), path)
+        self._load(read_checkpoint(path), path)
 
     def resume(self) -> bool:
         """Load the newest readable checkpoint in ``ckpt_dir`` if there is one; returns whether it
@@ -522,7 +520,7 @@ class Trainer:
                 tmp.unlink(missing_ok=True)
         for path in reversed(list_checkpoints(self.ckpt_dir)):
             try:
-                state = read_checkpoint(path, self.device)
+                state = read_checkpoint(path)
             except CheckpointError as e:
                 warnings.warn(
                     f"{e}; moved aside to {path.name}.corrupt, trying the previous one",
@@ -558,12 +556,13 @@ class Trainer:
 CKPT_KEYS = ("step", "model", "ema", "optimizer", "data_gen", "noise_gen", "perm", "pos")
 
 
-def read_checkpoint(path: str | os.PathLike, map_location=None) -> dict:
-    """``torch.load`` a trainer checkpoint; a file that cannot be read or holds no trainer state
-    raises :class:`CheckpointError` naming it."""
+def read_checkpoint(path: str | os.PathLike) -> dict:
+    """``torch.load`` a trainer checkpoint onto the CPU (the random-generator states must stay
+    there; the model, EMA and optimiser copy theirs to the model's device on loading); a file that
+    cannot be read or holds no trainer state raises :class:`CheckpointError` naming it."""
     path = Path(path)
     try:
-        state = torch.load(path, map_location=map_location, weights_only=False)
+        state = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as e:  # torch raises several types for torn or foreign files
         size = path.stat().st_size if path.exists() else None
         raise CheckpointError(
