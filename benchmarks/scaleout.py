@@ -42,9 +42,8 @@ def worker_train(steps: int, warm: int) -> dict:
     sde = sg.VPSDE()
     model = sg.ScoreModel(sg.UNet.digits(), sde)
     transform = sg.LevelTransform(data.levels, -1.0, 1.0)
-    trainer = sg.Trainer(
-        model, sde, data.train, transform=transform.dequantize, batch_size=128, warmup=0, progress=False
-    )
+    batches = sg.Batches(data.train, batch_size=128, transform=transform.dequantize)
+    trainer = sg.Trainer(model, sg.DSMLoss(sde), batches)  # Adam, lr 2e-4, constant
     trainer.fit(warm)
     sg.distributed.barrier()
     start = time.perf_counter()
@@ -66,8 +65,8 @@ def worker_bpd(n: int, batch_size: int) -> dict:
     start = time.perf_counter()
     with torch.no_grad():
         r = sg.evaluate_bpd(
-            model,
             sde,
+            model,
             levels,
             sg.LevelTransform(data.levels, -1.0, 1.0),
             solver=sg.ProbabilityFlow("euler", steps=2),

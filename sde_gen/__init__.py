@@ -1,11 +1,12 @@
 """sde_gen: score-based generative modelling in continuous time (Song et al. 2021) in PyTorch."""
 
+from . import _checks as checks  # argument checks that name the argument, for code built on sde_gen
 from . import distributed
+from .bpd import bits_per_dim, dequantized_bpd, evaluate_bpd
 from .data import (
     ImageData,
     LevelTransform,
     VectorData,
-    dequantized_bpd,
     gmm8,
     load_dataset,
     mixture_entropy,
@@ -13,20 +14,27 @@ from .data import (
 from .evaluation import (
     chunk_generator,
     chunk_seed,
-    evaluate_bpd,
     evaluate_nll,
     generate_samples,
     save_image_grid,
+    save_loss_curve,
     save_samples_2d,
 )
 from .likelihood import (
     LikelihoodResult,
-    bits_per_dim,
     exact_divergence,
     hutchinson_divergence,
     log_likelihood,
 )
-from .losses import WEIGHTINGS, ImportanceSampler, dsm_loss
+from .losses import (
+    WEIGHTINGS,
+    DSMLoss,
+    ImportanceSampler,
+    UniformTime,
+    dsm_loss,
+    likelihood_weighting,
+    std2_weighting,
+)
 from .nets import MLP, GaussianFourierEmbedding, SinusoidalEmbedding, UNet
 from .oracle import GaussianMixture, energy_distance
 from .reverse import ProbabilityFlowODE, ReverseSDE, ScoreCheck
@@ -52,7 +60,19 @@ from .solvers import (
     StepOutput,
     SteppingSolver,
 )
-from .training import EMA, Callback, CheckpointError, Trainer
+from .training import (
+    EMA,
+    Batches,
+    Callback,
+    CheckpointError,
+    Checkpoints,
+    NonFinite,
+    PeriodicEval,
+    ProgressBar,
+    ProgressPrinter,
+    Trainer,
+    WarmupCosine,
+)
 
 __version__ = "0.1.0"
 
@@ -65,11 +85,13 @@ __all__ = [
     "AnnealedLangevin", "NoCorrector", "PREDICTORS", "CORRECTORS", "sample", "encode",
     "SampleResult", "log_likelihood", "LikelihoodResult", "bits_per_dim", "exact_divergence",
     "hutchinson_divergence", "GaussianMixture", "energy_distance", "dsm_loss", "ImportanceSampler",
-    "WEIGHTINGS", "ScoreModel", "PARAMETERIZATIONS", "Trainer", "EMA", "Callback", "CheckpointError",
+    "WEIGHTINGS", "DSMLoss", "UniformTime", "std2_weighting", "likelihood_weighting", "ScoreModel",
+    "PARAMETERIZATIONS", "Trainer", "Batches", "EMA", "WarmupCosine", "Checkpoints", "NonFinite",
+    "Callback", "ProgressBar", "ProgressPrinter", "PeriodicEval", "CheckpointError",
     "evaluate_nll",
     "evaluate_bpd", "generate_samples", "chunk_seed", "chunk_generator", "save_image_grid",
-    "save_samples_2d", "MLP", "UNet", "GaussianFourierEmbedding",
+    "save_samples_2d", "save_loss_curve", "MLP", "UNet", "GaussianFourierEmbedding",
     "SinusoidalEmbedding", "load_dataset", "VectorData", "ImageData", "LevelTransform", "dequantized_bpd",
-    "mixture_entropy", "gmm8", "distributed",
+    "mixture_entropy", "gmm8", "distributed", "checks",
 ]
 # fmt: on

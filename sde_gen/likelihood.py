@@ -15,12 +15,11 @@ from dataclasses import dataclass
 
 import torch
 
-from ._checks import check_choice, check_eps, check_int, check_real, check_sde, check_tensor
+from ._checks import ScoreCheck, check_choice, check_eps, check_finite, check_int, check_sde, check_tensor
 from ._utils import flat_dim
-from .reverse import ScoreCheck, check_finite
 from .solvers.ode import ProbabilityFlow
 
-__all__ = ["log_likelihood", "LikelihoodResult", "bits_per_dim", "exact_divergence", "hutchinson_divergence"]
+__all__ = ["log_likelihood", "LikelihoodResult", "exact_divergence", "hutchinson_divergence"]
 
 
 @dataclass
@@ -150,30 +149,10 @@ def log_likelihood(
     return LikelihoodResult(log_prob, prior, delta.mean(dim=1), z, score.nfe, se)
 
 
-def bits_per_dim(
-    log_prob: torch.Tensor, num_dims: int, *, levels: int = 256, low: float = -1.0, high: float = 1.0
-) -> torch.Tensor:
-    """Bits per dimension of discrete data from the log-density of its dequantized form.
+def __getattr__(name: str):
+    # bits_per_dim moved to sde_gen.bpd, which imports this module: re-exported on first use.
+    if name == "bits_per_dim":
+        from .bpd import bits_per_dim
 
-    Data with ``levels`` values ``k`` per dimension are dequantized, ``u = (k + U) / levels`` with
-    ``U ~ Uniform[0, 1)^d``, and mapped affinely onto the model's range, ``y = low + (high - low) u``.
-    One quantization bin is then a cube of side ``w = (high - low) / levels`` in y, so the discrete
-    probability is bounded below by Jensen (Theis et al. 2016):
-
-        log P(k) >= E_U[log p_y(y)] + d log w,
-
-    and ``bpd = -(log p_y(y) + d log w) / (d ln 2) = -log p_y(y) / (d ln 2) - log2(w)``.
-
-    For 8-bit data in [-1, 1], ``-log2(2 / 256) = 7``: the reference code's constant. Averaging the
-    result over several draws of U estimates the bound's expectation.
-
-    ``log_prob`` (nats, any shape) is ``log p_y`` of the dequantized, mapped data of ``num_dims``
-    dimensions each.
-    """
-    num_dims = check_int("num_dims", num_dims, low=1)
-    levels = check_int("levels", levels, low=2)
-    low, high = check_real("low", low), check_real("high", high)
-    if high <= low:
-        raise ValueError(f"high must be > low, got low={low!r}, high={high!r}")
-    log2_width = math.log2((high - low) / levels)
-    return -log_prob / (num_dims * math.log(2.0)) - log2_width
+        return bits_per_dim
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

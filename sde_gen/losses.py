@@ -9,6 +9,11 @@ with ``t ~ U(eps, T)``, ``x_t = mean + std z`` and ``grad log p_0t = -z / std``.
   (Song, Durkan, Murray & Ermon 2021, Thm. 1). With ``importance_sampling=True`` the time is
   drawn from ``p(t) ~ g(t)^2 / std(t)^2`` instead, so that ``lambda ||.||^2 / p(t)`` has far lower
   variance (their Sec. 5); the estimator's mean is unchanged.
+
+The loss is a small object, :class:`DSMLoss` ``(model, batch) -> per-example loss``, built from
+its SDE, a weighting and a time sampler (both replaceable: any ``weighting(sde, t, std) ->
+lambda(t) / std(t)^2`` and any object with ``eps`` and ``sample(n, generator, dtype, device) ->
+(t, w)``); :func:`dsm_loss` is the same computation as one function call.
 """
 
 from __future__ import annotations
@@ -18,13 +23,58 @@ from typing import NamedTuple
 
 import torch
 
-from ._checks import check_choice, check_eps, check_int, check_sde, check_tensor
+from ._checks import (
+    check_choice,
+    check_eps,
+    check_int,
+    check_score_fn,
+    check_score_output,
+    check_sde,
+    check_tensor,
+)
 from ._utils import batch_broadcast, batch_sum
-from .reverse import check_score_fn, check_score_output
 
-__all__ = ["dsm_loss", "draw_dsm", "DSMDraws", "ImportanceSampler", "WEIGHTINGS"]
+__all__ = [
+    "DSMLoss",
+    "dsm_loss",
+    "draw_dsm",
+    "DSMDraws",
+    "UniformTime",
+    "ImportanceSampler",
+    "std2_weighting",
+    "likelihood_weighting",
+    "WEIGHTINGS",
+]
 
-WEIGHTINGS = ("std2", "likelihood")
+
+def std2_weighting(sde, t: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """``lambda = std^2``: the factor ``lambda / std^2`` is 1 (the reference's default)."""
+    return torch.ones_like(t)
+
+
+def likelihood_weighting(sde, t: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """``lambda = g^2`` (Song, Durkan et al. 2021): the factor is ``g(t)^2 / std(t)^2``."""
+    return sde.diffusion(t) ** 2 / std**2
+
+
+#: The weightings by name: ``weighting(sde, t, std) -> lambda(t) / std(t)^2``, shape ``(B,)``.
+WEIGHTINGS = {"std2": std2_weighting, "likelihood": likelihood_weighting}
+
+
+class UniformTime:
+    """``t ~ U(eps, T)``: ``sample`` returns the times and ``None`` for the weights."""
+
+    def __init__(self, sde, eps: float):
+        check_sde(sde)
+        self.T = sde.T
+        self.eps = check_eps(eps, sde.T)
+
+    def __repr__(self) -> str:
+        return f"UniformTime(eps={self.eps}, T={self.T})"
+
+    def sample(self, n: int, *, generator=None, dtype=torch.float32, device=None):
+        t = self.eps + (self.T - self.eps) * torch.rand(n, generator=generator, dtype=dtype, device=device)
+        return t, None
 
 
 class ImportanceSampler:
@@ -32,12 +82,14 @@ class ImportanceSampler:
 
     ``w`` is tabulated on a grid uniform in ``log t`` (``w ~ 1/t`` near 0 for VP and VE), integrated
     with the trapezoid rule, and inverted by linear interpolation of the cumulative integral.
-    ``weight(t)`` returns ``1 / p(t)`` at drawn times, from the same piecewise-linear density, so
-    that ``E_p[f(t) weight(t)] = int f dt`` exactly for the tabulated density.
+    ``sample`` returns the times and their weights ``1 / (p(t) (T - eps))`` from the same
+    piecewise-linear density, so that ``E_p[f(t) w(t)]`` is the mean of ``f`` over uniform times
+    exactly for the tabulated density.
     """
 
     def __init__(self, sde, eps: float, grid: int = 4096):
         check_sde(sde)
+        self.T = sde.T
         self.eps = check_eps(eps, sde.T)
         grid = check_int("grid", grid, low=16)
         t = torch.logspace(
@@ -64,7 +116,7 @@ class ImportanceSampler:
     def sample(
         self, n: int, *, generator=None, dtype=torch.float32, device=None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``n`` times and their weights ``1 / p(t)``."""
+        """``n`` times and their weights ``1 / (p(t) (T - eps))``, relative to uniform times."""
         like = torch.empty(0, dtype=dtype, device=device)
         t, w, cdf = self._tables(like)
         u = torch.rand(n, generator=generator, dtype=dtype, device=device) * cdf[-1]
@@ -77,7 +129,7 @@ class ImportanceSampler:
         step = torch.where(k.abs() * dt > 1e-12 * w[i], (disc.sqrt() - w[i]) / k, r / w[i])
         ts = t[i] + step.clamp(min=torch.zeros_like(dt), max=dt)
         dens = (w[i] + k * (ts - t[i])) / cdf[-1]
-        return ts, 1.0 / dens
+        return ts, 1.0 / dens / (self.T - self.eps)
 
 
 class DSMDraws(NamedTuple):
@@ -94,6 +146,108 @@ class DSMDraws(NamedTuple):
         return DSMDraws(self.t[index], self.z[index], None if self.inv_p is None else self.inv_p[index])
 
 
+class DSMLoss:
+    """Per-example weighted denoising score-matching loss (module docstring for the formula):
+    ``DSMLoss(sde, ...)(model, x) -> (B,)``.
+
+    Args:
+        sde: the forward SDE.
+        weighting: ``"std2"``, ``"likelihood"`` or a callable ``weighting(sde, t, std) -> lambda(t)
+            / std(t)^2`` of shape ``(B,)``.
+        importance_sampling: draw ``t`` from ``p(t) ~ g^2 / std^2`` (:class:`ImportanceSampler`);
+            only with ``weighting="likelihood"``, whose variance it reduces.
+        time_sampler: any time distribution instead (an object with ``eps`` and ``sample(n,
+            generator=, dtype=, device=) -> (t, w)``, ``w`` the weights relative to uniform times
+            or ``None``); its ``eps`` is then the loss's.
+        eps: the smallest time.
+
+    Each example's loss is summed over its dimensions; the estimate is of the integral over
+    ``[eps, T]`` divided by ``T - eps`` (the mean over uniform ``t``), for every time sampler.
+    """
+
+    def __init__(
+        self,
+        sde,
+        weighting="std2",
+        *,
+        importance_sampling: bool = False,
+        time_sampler=None,
+        eps: float = 1e-5,
+    ):
+        self.sde = check_sde(sde)
+        if isinstance(weighting, str) or not callable(weighting):
+            check_choice("weighting", weighting, set(WEIGHTINGS))
+        self.weighting = weighting
+        self._weight = WEIGHTINGS[weighting] if isinstance(weighting, str) else weighting
+        if not isinstance(importance_sampling, bool):
+            raise TypeError(f"importance_sampling must be a bool, got {importance_sampling!r}")
+        if time_sampler is not None:
+            if importance_sampling:
+                raise ValueError("pass importance_sampling=True or a time_sampler, not both")
+            if not (hasattr(time_sampler, "sample") and hasattr(time_sampler, "eps")):
+                raise TypeError(
+                    f"time_sampler must have eps and sample(n, generator=, dtype=, device=), got "
+                    f"{type(time_sampler).__name__}"
+                )
+            self.eps = check_eps(time_sampler.eps, sde.T)
+        else:
+            self.eps = check_eps(eps, sde.T)
+            if importance_sampling and weighting != "likelihood":
+                raise ValueError(
+                    f"importance_sampling=True needs weighting='likelihood', got weighting={weighting!r}"
+                )
+            time_sampler = (
+                ImportanceSampler(sde, self.eps) if importance_sampling else UniformTime(sde, self.eps)
+            )
+        self.time_sampler = time_sampler
+
+    def __repr__(self) -> str:
+        w = (
+            self.weighting
+            if isinstance(self.weighting, str)
+            else getattr(self.weighting, "__name__", "custom")
+        )
+        return f"DSMLoss(weighting={w!r}, time_sampler={self.time_sampler!r})"
+
+    def draw(self, x: torch.Tensor, generator: torch.Generator | None = None) -> DSMDraws:
+        """Draw ``t`` and then the noise ``z`` for the batch ``x``, in that order from ``generator``."""
+        t, w = self.time_sampler.sample(x.shape[0], generator=generator, dtype=x.dtype, device=x.device)
+        z = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+        return DSMDraws(t, z, w)
+
+    def __call__(
+        self,
+        model: Callable,
+        x: torch.Tensor,
+        *,
+        generator: torch.Generator | None = None,
+        draws: DSMDraws | None = None,
+    ) -> torch.Tensor:
+        """The loss of each example of ``x`` ``(B, ...)``, shape ``(B,)``, for the score function
+        ``model(x_t, t)``. ``draws`` (from :meth:`draw`) fixes the times and noise; then
+        ``generator`` is not used. Data-parallel training draws for the whole global batch and
+        gives each rank its shard, so that the ranks together compute the single-process estimate."""
+        check_score_fn(model)
+        x = check_tensor("x", x)
+        if draws is None:
+            draws = self.draw(x, generator)
+        elif draws.z.shape != x.shape or draws.t.shape != x.shape[:1]:
+            raise ValueError(
+                f"draws do not fit x of shape {tuple(x.shape)}: "
+                f"t {tuple(draws.t.shape)}, z {tuple(draws.z.shape)}"
+            )
+        t, z, w = draws
+        mean, std = self.sde.marginal(x, t)
+        std_b = batch_broadcast(std, x)
+        x_t = mean + std_b * z
+        score = check_score_output(model(x_t, t), x_t)
+        # ||s + z / std||^2 = ||std s + z||^2 / std^2
+        loss = 0.5 * batch_sum((std_b * score + z) ** 2)
+        if self.weighting != "std2":
+            loss = self._weight(self.sde, t, std) * loss
+        return loss if w is None else loss * w
+
+
 def draw_dsm(
     sde,
     x: torch.Tensor,
@@ -102,18 +256,11 @@ def draw_dsm(
     importance_sampler: ImportanceSampler | None = None,
     generator: torch.Generator | None = None,
 ) -> DSMDraws:
-    """Draw ``t`` (uniform on ``[eps, T]``, or from ``importance_sampler``) and then the noise ``z`` for
-    the batch ``x``, in that order from ``generator``: what :func:`dsm_loss` draws when it is given
-    no ``draws``."""
-    B = x.shape[0]
-    if importance_sampler is not None:
-        t, inv_p = importance_sampler.sample(B, generator=generator, dtype=x.dtype, device=x.device)
-        inv_p = inv_p / (sde.T - eps)
-    else:
-        t = eps + (sde.T - eps) * torch.rand(B, generator=generator, dtype=x.dtype, device=x.device)
-        inv_p = None
-    z = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
-    return DSMDraws(t, z, inv_p)
+    """The draws :func:`dsm_loss` makes when it is given none: ``t`` (uniform on ``[eps, T]``, or
+    from ``importance_sampler``) and then the noise ``z``, in that order from ``generator``."""
+    sampler = importance_sampler if importance_sampler is not None else UniformTime(sde, eps)
+    weighting = "likelihood" if importance_sampler is not None else "std2"
+    return DSMLoss(sde, weighting, time_sampler=sampler).draw(x, generator)
 
 
 def dsm_loss(
@@ -128,26 +275,21 @@ def dsm_loss(
     generator: torch.Generator | None = None,
     draws: DSMDraws | None = None,
 ) -> torch.Tensor:
-    """Per-example weighted denoising score-matching loss (module docstring for the formula).
+    """:class:`DSMLoss` in one call, reduced over the batch.
 
     Args:
         x: data ``(B, ...)``. score_fn: ``score_fn(x_t, t)``, e.g. a :class:`~sde_gen.ScoreModel`.
-        weighting: ``"std2"`` or ``"likelihood"``.
+        weighting: ``"std2"`` or ``"likelihood"`` (or a weighting callable, see :class:`DSMLoss`).
         importance_sampler: with ``weighting="likelihood"``, draw ``t`` from it (an
             :class:`ImportanceSampler` built for the same ``sde`` and ``eps``).
         reduction: ``"none"`` (shape ``(B,)``), ``"mean"`` or ``"sum"`` over the batch.
         draws: times and noise drawn beforehand by :func:`draw_dsm` (with the same ``eps`` and
-            sampler); then ``generator`` is not used. Data-parallel training draws for the whole
-            global batch and gives each rank its shard, so that the ranks together compute exactly
-            the single-process estimate.
-    Each example's loss is summed over its dimensions; the estimate is of the integral over
-    ``[eps, T]`` divided by ``T - eps`` (the mean over uniform ``t``), for both samplers.
+            sampler); then ``generator`` is not used.
     """
     check_sde(sde)
     check_score_fn(score_fn)
     x = check_tensor("x", x)
     eps = check_eps(eps, sde.T)
-    check_choice("weighting", weighting, set(WEIGHTINGS))
     check_choice("reduction", reduction, {"none", "mean", "sum"})
     if importance_sampler is not None:
         if weighting != "likelihood":
@@ -156,28 +298,10 @@ def dsm_loss(
             )
         if abs(importance_sampler.eps - eps) > 1e-12 * max(eps, 1.0):
             raise ValueError(f"importance_sampler was built for eps={importance_sampler.eps}, but eps={eps}")
-    if draws is None:
-        draws = draw_dsm(sde, x, eps=eps, importance_sampler=importance_sampler, generator=generator)
-    elif draws.z.shape != x.shape or draws.t.shape != x.shape[:1]:
-        raise ValueError(
-            f"draws do not fit x of shape {tuple(x.shape)}: "
-            f"t {tuple(draws.t.shape)}, z {tuple(draws.z.shape)}"
-        )
-    elif (draws.inv_p is not None) != (importance_sampler is not None):
+    loss_fn = DSMLoss(sde, weighting, time_sampler=importance_sampler, eps=eps)
+    if draws is not None and (draws.inv_p is not None) != (importance_sampler is not None):
         raise ValueError("draws must come from draw_dsm with the same importance_sampler as dsm_loss")
-    t, z, inv_p = draws
-    mean, std = sde.marginal(x, t)
-    std_b = batch_broadcast(std, x)
-    x_t = mean + std_b * z
-    score = check_score_output(score_fn(x_t, t), x_t)
-    # ||s + z / std||^2 = ||std s + z||^2 / std^2
-    residual = batch_sum((std_b * score + z) ** 2)
-    if weighting == "std2":
-        loss = 0.5 * residual
-    else:
-        loss = 0.5 * sde.diffusion(t) ** 2 / std**2 * residual
-        if inv_p is not None:
-            loss = loss * inv_p
+    loss = loss_fn(score_fn, x, generator=generator, draws=draws)
     if reduction == "mean":
         return loss.mean()
     return loss.sum() if reduction == "sum" else loss

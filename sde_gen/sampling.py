@@ -7,9 +7,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ._checks import check_eps, check_sde, check_tensor
+from ._checks import ScoreCheck, check_eps, check_finite, check_sde, check_tensor
 from ._utils import time_vector
-from .reverse import ScoreCheck, check_finite
 from .sde import _check_shape
 from .solvers.base import Solver, StepInfo
 from .solvers.ode import ProbabilityFlow

@@ -6,6 +6,8 @@ process (the single-process reference) with the same global batch.
 
 from __future__ import annotations
 
+import functools
+import os
 import sys
 from pathlib import Path
 
@@ -42,22 +44,14 @@ def train(out: Path, steps: int) -> dict:
     calls = Calls()
     trainer = sg.Trainer(
         model,
-        sde,
-        data,
-        transform=noisy,
-        batch_size=32,
+        sg.DSMLoss(sde, "likelihood", importance_sampling=True),
+        sg.Batches(data, batch_size=32, transform=noisy, seed=3),
+        functools.partial(torch.optim.Adam, lr=1e-3),
+        lr_schedule=sg.WarmupCosine(warmup=2, decay_steps=20),
+        ema=0.9,
         accumulate=2,
-        lr=1e-3,
-        warmup=2,
-        decay_steps=20,
-        weighting="likelihood",
-        importance_sampling=True,
-        ema_decay=0.9,
-        seed=3,
-        ckpt_dir=out / "ckpt",
-        ckpt_every=3,
+        checkpoints=sg.Checkpoints(out / "ckpt", every=3),
         callbacks=[calls],
-        progress=False,
     )
     resumed_from = trainer.step if trainer.resume() else None
     trainer.fit(steps)
@@ -75,3 +69,11 @@ def train(out: Path, steps: int) -> dict:
 
 if __name__ == "__main__":
     train(Path(sys.argv[1]), int(sys.argv[2]))
+    # Everything is written and closed: leave without the interpreter's finalisation. During it a
+    # gloo worker thread that drops the last reference to a collective's tensor takes the GIL, is
+    # made to exit, and aborts the process now and then (SIGABRT, "terminate called without an
+    # active exception", after the work is done; see pytorch/pytorch#190489 and #179291, and
+    # destroy_process_group() does not join gloo's threads).
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)

@@ -9,9 +9,9 @@ import math
 
 import pytest
 import torch
+from problems import mixture_2d
 
 import sde_gen as sg
-from tests.problems import mixture_2d
 
 F64 = torch.float64
 B, D = 4, 2

@@ -12,6 +12,7 @@ import math
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -49,16 +50,16 @@ def _compute(outdir: Path) -> dict:
     score = mix.score_fn(sde)
     rk4 = sg.ProbabilityFlow("rk4", steps=RK4_STEPS)
     r = {"world_size": sg.distributed.get_world_size(), "rank": sg.distributed.get_rank()}
-    r["rk4"] = sg.evaluate_nll(score, sde, x, eps=EPS, solver=rk4, batch_size=BS)
+    r["rk4"] = sg.evaluate_nll(sde, score, x, eps=EPS, solver=rk4, batch_size=BS)
     r["hutchinson"] = sg.evaluate_nll(
-        score, sde, x, eps=EPS, solver=rk4, batch_size=BS, divergence="hutchinson", num_probes=2, seed=SEED
+        sde, score, x, eps=EPS, solver=rk4, batch_size=BS, divergence="hutchinson", num_probes=2, seed=SEED
     )
     dopri5 = sg.ProbabilityFlow(rtol=1e-5, atol=1e-5)
-    r["dopri5"] = sg.evaluate_nll(score, sde, x, eps=EPS, solver=dopri5, batch_size=BS)
+    r["dopri5"] = sg.evaluate_nll(sde, score, x, eps=EPS, solver=dopri5, batch_size=BS)
     isde, imix, transform, levels = _image_problem()
     r["bpd"] = sg.evaluate_bpd(
-        imix.score_fn(isde),
         isde,
+        imix.score_fn(isde),
         levels,
         transform,
         repeats=2,
@@ -77,12 +78,12 @@ def _compute(outdir: Path) -> dict:
     r["memmap_on_this_rank"] = None if mm["samples"] is None else torch.from_numpy(np.array(mm["samples"]))
     # Fewer chunks than ranks: rank 1 has nothing to do and still returns the whole result.
     euler = sg.ProbabilityFlow("euler", steps=2)
-    r["one_chunk"] = sg.evaluate_nll(score, sde, x[:5], eps=EPS, solver=euler, batch_size=BS)
+    r["one_chunk"] = sg.evaluate_nll(sde, score, x[:5], eps=EPS, solver=euler, batch_size=BS)
     r["one_chunk_samples"] = sg.generate_samples(sde, score, 3, (2,), euler, seed=SEED, eps=EPS)
     # One generator stream cannot be split over ranks: refused there, accepted on one process.
     try:
         sg.evaluate_nll(
-            score, sde, x[:4], eps=EPS, solver=sg.ProbabilityFlow("euler", steps=2), divergence="hutchinson",
+            sde, score, x[:4], eps=EPS, solver=sg.ProbabilityFlow("euler", steps=2), divergence="hutchinson",
             generator=torch.Generator().manual_seed(0),
         )  # fmt: skip
         r["generator_refused"] = None
@@ -131,12 +132,12 @@ def test_chunking_changes_nothing_on_a_fixed_grid(single):
     score = mix.score_fn(sde)
     rk4 = sg.ProbabilityFlow("rk4", steps=RK4_STEPS)
     chunked = single["rk4"]
-    whole = sg.evaluate_nll(score, sde, x, eps=EPS, solver=rk4, batch_size=N)
+    whole = sg.evaluate_nll(sde, score, x, eps=EPS, solver=rk4, batch_size=N)
     assert (chunked["per_point"] - whole["per_point"]).abs().max() <= 1e-12
     assert chunked["nfe_per_chunk"] == [4 * RK4_STEPS] * 4 and whole["nfe_per_chunk"] == [4 * RK4_STEPS]
     dopri5 = sg.ProbabilityFlow(rtol=1e-5, atol=1e-5)
     chunked = single["dopri5"]
-    whole = sg.evaluate_nll(score, sde, x, eps=EPS, solver=dopri5, batch_size=N)
+    whole = sg.evaluate_nll(sde, score, x, eps=EPS, solver=dopri5, batch_size=N)
     gap = (chunked["per_point"] - whole["per_point"]).abs().max()
     assert 1e-9 < gap < 1e-3  # measured 6e-4; each is within ~3e-4 of the analytic density
     assert len(set(chunked["nfe_per_chunk"])) > 1
@@ -182,7 +183,7 @@ def test_generator_path_is_one_stream_as_before(single):
     solver = sg.ProbabilityFlow("euler", steps=4)
     kw = dict(eps=EPS, solver=solver, divergence="hutchinson")
     r = sg.evaluate_nll(
-        mix.score_fn(sde), sde, x, batch_size=20, generator=torch.Generator().manual_seed(3), **kw
+        sde, mix.score_fn(sde), x, batch_size=20, generator=torch.Generator().manual_seed(3), **kw
     )
     g = torch.Generator().manual_seed(3)
     ref = torch.cat(
@@ -195,13 +196,36 @@ def test_generator_path_is_one_stream_as_before(single):
     isde, imix, transform, levels = _image_problem()
     kw = dict(eps=EPS, solver=solver, batch_size=5, dtype=torch.float64, repeats=2)
     a = sg.evaluate_bpd(
-        imix.score_fn(isde), isde, levels, transform, generator=torch.Generator().manual_seed(4), **kw
+        isde, imix.score_fn(isde), levels, transform, generator=torch.Generator().manual_seed(4), **kw
     )
     b = sg.evaluate_bpd(
-        imix.score_fn(isde), isde, levels, transform, generator=torch.Generator().manual_seed(4), **kw
+        isde, imix.score_fn(isde), levels, transform, generator=torch.Generator().manual_seed(4), **kw
     )
     assert torch.equal(a["per_point"], b["per_point"]) and a["bpd"] == float(a["per_point"].mean())
     assert a["nfe_per_chunk"] == [2 * 4] * 3  # two repeats of 4 Euler steps per chunk
+
+
+def test_old_argument_order_is_deprecated_and_identical():
+    """``evaluate_nll(score_fn, sde, ...)`` and ``evaluate_bpd(score_fn, sde, ...)``, the order before
+    ``(sde, score_fn)``, give bit-identical results (noise included) with a DeprecationWarning."""
+    sde, mix, x = _problem()
+    isde, imix, transform, levels = _image_problem()
+    solver = sg.ProbabilityFlow("euler", steps=3)
+    nll_kw = dict(eps=EPS, solver=solver, batch_size=BS, divergence="hutchinson", seed=SEED)
+    bpd_kw = dict(eps=EPS, solver=solver, batch_size=5, repeats=2, seed=SEED, dtype=torch.float64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)  # the new order warns of nothing
+        new_nll = sg.evaluate_nll(sde, mix.score_fn(sde), x, **nll_kw)
+        new_bpd = sg.evaluate_bpd(isde, imix.score_fn(isde), levels, transform, **bpd_kw)
+    with pytest.warns(DeprecationWarning, match=r"evaluate_nll\(sde, score_fn, \.\.\.\)"):
+        old_nll = sg.evaluate_nll(mix.score_fn(sde), sde, x, **nll_kw)
+    with pytest.warns(DeprecationWarning, match=r"evaluate_bpd\(sde, score_fn, \.\.\.\)"):
+        old_bpd = sg.evaluate_bpd(imix.score_fn(isde), isde, levels, transform, **bpd_kw)
+    for new, old in ((new_nll, old_nll), (new_bpd, old_bpd)):
+        assert torch.equal(new["per_point"], old["per_point"])
+        assert {k: v for k, v in new.items() if k != "per_point"} == {
+            k: v for k, v in old.items() if k != "per_point"
+        }
 
 
 # -- two processes -------------------------------------------------------------------------------
@@ -264,19 +288,19 @@ def test_bad_arguments_name_themselves():
     em = sg.EulerMaruyama(steps=2)
     isde, imix, transform, levels = _image_problem()
     with pytest.raises(ValueError, match="batch_size must be >= 1, got 0"):
-        sg.evaluate_nll(score, sde, x, batch_size=0)
+        sg.evaluate_nll(sde, score, x, batch_size=0)
     with pytest.raises(ValueError, match="batch_size must be >= 1, got 0"):
-        sg.evaluate_bpd(score, isde, levels, transform, batch_size=0, seed=0)
+        sg.evaluate_bpd(isde, score, levels, transform, batch_size=0, seed=0)
     with pytest.raises(ValueError, match="batch_size must be >= 1, got 0"):
         sg.generate_samples(sde, score, 4, (2,), em, seed=0, batch_size=0)
     with pytest.raises(ValueError, match="n must be >= 1, got 0"):
         sg.generate_samples(sde, score, 0, (2,), em, seed=0)
     with pytest.raises(ValueError, match=r"either seed= .* or generator= .* not both"):
-        sg.evaluate_nll(score, sde, x, divergence="hutchinson", seed=1, generator=torch.Generator())
+        sg.evaluate_nll(sde, score, x, divergence="hutchinson", seed=1, generator=torch.Generator())
     with pytest.raises(ValueError, match=r"either seed= .* or generator= .* not both"):
-        sg.evaluate_bpd(score, isde, levels, transform, seed=1, generator=torch.Generator())
+        sg.evaluate_bpd(isde, score, levels, transform, seed=1, generator=torch.Generator())
     with pytest.raises(ValueError, match="seed must be >= 0, got -1"):
-        sg.evaluate_nll(score, sde, x, seed=-1)
+        sg.evaluate_nll(sde, score, x, seed=-1)
     with pytest.raises(TypeError, match="seed must be an int, got None"):
         sg.generate_samples(sde, score, 4, (2,), em, seed=None)
     with pytest.raises(ValueError, match=r"seed must be in \[0, 2\*\*64\)"):
@@ -290,9 +314,9 @@ def test_bad_arguments_name_themselves():
     with pytest.raises(TypeError, match="numpy has no dtype for torch.bfloat16"):
         sg.generate_samples(sde, score, 4, (2,), em, seed=0, dtype=torch.bfloat16, out="x.npy")
     with pytest.raises(ValueError, match="x must have shape"):
-        sg.evaluate_nll(score, sde, x[:0])
+        sg.evaluate_nll(sde, score, x[:0])
     with pytest.raises(ValueError, match="divergence must be one of"):
-        sg.evaluate_nll(score, sde, x, divergence="trace")
+        sg.evaluate_nll(sde, score, x, divergence="trace")
 
 
 # -- the two-process worker: torchrun runs this file -------------------------------------------

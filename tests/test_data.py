@@ -1,4 +1,5 @@
-"""sde_gen.data: exact densities and entropies, image splits, local file formats, dequantization."""
+"""sde_gen.data: exact densities and entropies, image splits, local file formats, dequantization;
+sde_gen.bpd: dequantized bits/dim."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import pytest
 import torch
 
 import sde_gen as sg
+from sde_gen import bpd as B
 from sde_gen import data as D
 
 # -- vector data ------------------------------------------------------------------------------------
@@ -321,6 +323,21 @@ def test_bits_per_dim_uses_the_library_convention():
     torch.testing.assert_close(t.bits_per_dim(lp, 64), sg.bits_per_dim(lp, 64, levels=17, low=0.0, high=1.0))
 
 
+def test_bits_per_dim_old_import_paths_still_work():
+    """Bits/dim moved to sde_gen.bpd; the old homes re-export the very same functions."""
+    from sde_gen.data.transforms import check_level_data, dequantized_bpd, dequantized_bpd_per_image
+    from sde_gen.evaluation import evaluate_bpd
+    from sde_gen.likelihood import bits_per_dim
+
+    assert bits_per_dim is B.bits_per_dim is sg.bits_per_dim
+    assert dequantized_bpd is B.dequantized_bpd is D.dequantized_bpd is sg.dequantized_bpd
+    assert dequantized_bpd_per_image is B.dequantized_bpd_per_image
+    assert check_level_data is B.check_level_data
+    assert evaluate_bpd is B.evaluate_bpd is sg.evaluate_bpd
+    with pytest.raises(AttributeError, match="has no attribute 'nothing'"):
+        D.transforms.nothing  # noqa: B018
+
+
 @pytest.mark.parametrize("levels, low, high", [(256, -1.0, 1.0), (17, 0.0, 1.0)])
 def test_dequantized_bpd_of_uniform_density_is_log2_levels(levels, low, high):
     t = D.LevelTransform(levels, low, high)
@@ -332,7 +349,7 @@ def test_dequantized_bpd_of_uniform_density_is_log2_levels(levels, low, high):
         assert bool(inside.all())
         return torch.full((y.shape[0],), -d * math.log(high - low), dtype=torch.float64)
 
-    bpd, se = D.dequantized_bpd(
+    bpd, se = B.dequantized_bpd(
         uniform, k, t, repeats=3, generator=torch.Generator().manual_seed(1), batch_size=16
     )
     assert bpd == pytest.approx(math.log2(levels), abs=1e-12) and se < 1e-12
@@ -351,7 +368,7 @@ def test_dequantized_bpd_of_binwise_constant_density_is_exact():
     def binwise(y):
         return (log_p[t.to_levels(y)] - math.log(t.bin_width)).reshape(y.shape[0], -1).sum(dim=1)
 
-    bpd, se = D.dequantized_bpd(binwise, k, t, repeats=2, generator=torch.Generator().manual_seed(2))
+    bpd, se = B.dequantized_bpd(binwise, k, t, repeats=2, generator=torch.Generator().manual_seed(2))
     per_image = -log_p[k].reshape(40, -1).sum(dim=1) / (d * math.log(2))
     assert bpd == pytest.approx(float(per_image.mean()), abs=1e-12)
     assert se == pytest.approx(float(per_image.std() / math.sqrt(40)), rel=1e-9)
@@ -361,9 +378,9 @@ def test_dequantized_bpd_rejects_bad_outputs():
     t = D.LevelTransform(4)
     k = torch.zeros(3, 2, dtype=torch.long)
     with pytest.raises(ValueError, match=r"shape \(3,\)"):
-        D.dequantized_bpd(lambda y: y.sum(), k, t)
+        B.dequantized_bpd(lambda y: y.sum(), k, t)
     with pytest.raises(ValueError, match="non-finite"):
-        D.dequantized_bpd(lambda y: torch.full((y.shape[0],), -math.inf), k, t)
+        B.dequantized_bpd(lambda y: torch.full((y.shape[0],), -math.inf), k, t)
 
 
 def test_dequantize_fixes_float32_rounding_at_bin_edges():

@@ -11,17 +11,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import ddp_worker
 import pytest
 import torch
+from test_kill_resume import assert_identical
+
+import sde_gen as sg
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-sys.path.insert(0, str(HERE))
-
-import ddp_worker  # noqa: E402
-from test_kill_resume import assert_identical  # noqa: E402
-
-import sde_gen as sg  # noqa: E402
 
 
 def torchrun(*args, nproc=2, cwd=None, timeout=300):
@@ -64,9 +62,12 @@ def test_two_processes_train_as_one_with_the_same_global_batch(runs):
         assert s["step"] == t["step"] == 8
         assert max_diff(s["model"], t["model"]) < 1e-12
         assert max_diff(s["ema"]["shadow"], t["ema"]["shadow"]) < 1e-12
-        for k in ("data_gen", "noise_gen", "perm"):  # the random streams are the same, exactly
-            assert torch.equal(s[k], t[k]), k
-        assert s["pos"] == t["pos"]
+        # The random streams are the same, exactly.
+        assert torch.equal(s["noise_gen"], t["noise_gen"])
+        for k in ("generator", "perm"):
+            assert torch.equal(s["data"][k], t["data"][k]), k
+        assert s["data"]["pos"] == t["data"]["pos"]
+        assert s["ema"]["num_updates"] == t["ema"]["num_updates"] == 8
     # The ranks hold the very same weights (DDP keeps them in step), and only rank 0 heard callbacks.
     for k, v in ranks[0]["state"]["model"].items():
         assert torch.equal(v, ranks[1]["state"]["model"][k])
@@ -194,6 +195,9 @@ def test_torchrun_with_hydras_default_run_dir_leaves_one_directory(tmp_path):
 
     overrides = ["experiment=gmm8", "model.hidden=16", "model.depth=1", "train.batch_size=64", *TINY]
     torchrun(str(ROOT / "experiments" / "run.py"), *overrides, "train.steps=2", cwd=tmp_path)
-    (run_dir,) = (tmp_path / "outputs" / "gmm8").iterdir()
+    # outputs/<preset>/<overrides>/<time>: one run directory in all.
+    (overrides_dir,) = (tmp_path / "outputs" / "gmm8").iterdir()
+    assert "train.steps=2" in overrides_dir.name
+    (run_dir,) = overrides_dir.iterdir()
     assert (run_dir / "metrics.json").exists() and (run_dir / ".hydra").is_dir()
     assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["ckpt_00000002.pt"]

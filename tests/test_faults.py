@@ -122,7 +122,8 @@ def test_nan_batch_stops_with_step_and_cause_after_keeping_the_last_good_state(t
     _assert_same(good, _state(again))
     reference = _trainer(tmp_path / "ref", transform=NaNAt(set()), accumulate=1)
     reference.fit(6)
-    x_ref, x_again = reference._next_batch(), again._next_batch()
+    x_ref = reference.data.next(reference.device, reference.noise_gen)
+    x_again = again.data.next(again.device, again.noise_gen)
     assert torch.equal(x_ref, x_again)
 
 
@@ -142,19 +143,11 @@ def test_skip_mode_skips_exactly_the_poisoned_batches_and_counts_them(tmp_path):
     trainer = _trainer(tmp_path, transform=NaNAt(poisoned), accumulate=1, nonfinite="skip", ckpt_every=5)
     states = {}
 
-    class Watch:
-        def on_train_start(self, t): ...
-
+    class Watch(sg.Callback):
         def on_step(self, t, metrics):
             states[metrics["step"]] = (_state(t), metrics)
 
-        def on_eval(self, *a): ...
-
-        def on_checkpoint(self, *a): ...
-
-        def on_train_end(self, *a): ...
-
-    trainer.callbacks.append(Watch())
+    trainer.add_callbacks(Watch())
     trainer.fit(12)
     assert trainer.skipped == 3
     assert sorted(s for s, (_, m) in states.items() if m["skipped"]) == [4, 8, 9]
@@ -168,7 +161,11 @@ def test_skip_mode_skips_exactly_the_poisoned_batches_and_counts_them(tmp_path):
 
 def test_skip_mode_gives_up_after_max_skips_in_a_row(tmp_path):
     trainer = _trainer(
-        tmp_path, transform=NaNAt(range(2, 100)), accumulate=1, nonfinite="skip", max_skips=3, ckpt_every=100
+        tmp_path,
+        transform=NaNAt(range(2, 100)),
+        accumulate=1,
+        nonfinite=sg.NonFinite("skip", max_skips=3),
+        ckpt_every=100,
     )
     with pytest.raises(FloatingPointError, match=r"for 4 batches in a row \(max_skips=3\) at step 6"):
         trainer.fit(20)
@@ -176,11 +173,12 @@ def test_skip_mode_gives_up_after_max_skips_in_a_row(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "kw, match", [({"nonfinite": "ignore"}, "nonfinite"), ({"max_skips": -1}, "max_skips")]
+    "nonfinite, match",
+    [("ignore", "nonfinite"), (lambda: sg.NonFinite("skip", max_skips=-1), "max_skips")],
 )
-def test_bad_fault_options(tmp_path, kw, match):
+def test_bad_fault_options(tmp_path, nonfinite, match):
     with pytest.raises(ValueError, match=match):
-        _trainer(tmp_path, **kw)
+        _trainer(tmp_path, nonfinite=nonfinite() if callable(nonfinite) else nonfinite)
 
 
 # -- through experiments/run.py ------------------------------------------------------------------------
@@ -194,10 +192,10 @@ def test_run_py_nonfinite_option(tmp_path, monkeypatch, nonfinite):
 
     build = run_script.build
 
-    def poisoned(cfg):
-        data, *rest = build(cfg)
-        data.train[::7] = float("nan")  # every batch of 64 holds some
-        return (data, *rest)
+    def poisoned(*args, **kwargs):
+        built = build(*args, **kwargs)
+        built.trainer.data.data[::7] = float("nan")  # the training set: every batch of 64 holds some
+        return built
 
     monkeypatch.setattr(run_script, "build", poisoned)
     cfg = cfg_of(

@@ -73,9 +73,9 @@ def test_importance_sampled_loss_has_the_same_mean_and_lower_variance(sde_name):
     se = math.sqrt(plain.var() / plain.numel() + weighted.var() / weighted.numel())
     assert abs(plain.mean() - weighted.mean()) < 4 * se, (plain.mean(), weighted.mean(), se)
     assert weighted.var() < 0.5 * plain.var(), (weighted.var(), plain.var())
-    # The sampler's weights 1/p(t) integrate 1 over [eps, T]: E_p[1/p] = T - eps.
-    _, inv_p = sampler.sample(200_000, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
-    assert abs(inv_p.mean() / (sde.T - eps) - 1) < 4 * inv_p.std() / math.sqrt(inv_p.numel()) / (sde.T - eps)
+    # The sampler's weights 1/(p(t) (T - eps)) have mean 1 under p: E_p[1/p] = T - eps.
+    _, w = sampler.sample(200_000, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    assert abs(w.mean() - 1) < 4 * w.std() / math.sqrt(w.numel())
 
 
 def test_reduction_and_shapes():
@@ -101,3 +101,93 @@ def test_bad_loss_arguments():
         sg.dsm_loss(sde, score, x, importance_sampler=sg.ImportanceSampler(sde, 1e-5))
     with pytest.raises(ValueError, match="eps"):
         sg.dsm_loss(sde, score, x, eps=0.0)
+
+
+# -- the loss as an object: DSMLoss(sde, weighting, time_sampler)(model, x) -> (B,) -----------------
+
+
+@pytest.mark.parametrize("sde_name", ["vp", "ve", "user"])
+@pytest.mark.parametrize(
+    "weighting,importance", [("std2", False), ("likelihood", False), ("likelihood", True)]
+)
+def test_dsm_loss_object_is_the_function(sde_name, weighting, importance):
+    """``DSMLoss(...)(model, x)`` is ``dsm_loss(..., reduction="none")`` for the same generator, and
+    ``draw`` then ``__call__(draws=)`` is the same computation split in two (data parallelism)."""
+    sde, mix = SDES[sde_name](), _gaussian()
+    x = mix.sample(64, generator=torch.Generator().manual_seed(0))
+    score = mix.score_fn(sde)
+    sampler = sg.ImportanceSampler(sde, 1e-5) if importance else None
+    fn = _per_example(sde, score, x, 5, weighting=weighting, importance_sampler=sampler)
+    loss = sg.DSMLoss(sde, weighting, importance_sampling=importance)
+    obj = loss(score, x, generator=torch.Generator().manual_seed(5))
+    assert obj.shape == (64,)
+    torch.testing.assert_close(obj, fn, rtol=1e-12, atol=0)
+    draws = loss.draw(x, generator=torch.Generator().manual_seed(5))
+    halves = torch.cat(
+        [
+            loss(score, x[:32], draws=draws.shard(slice(0, 32))),
+            loss(score, x[32:], draws=draws.shard(slice(32, 64))),
+        ]
+    )
+    torch.testing.assert_close(halves, obj, rtol=0, atol=0)
+
+
+def test_a_weighting_is_a_replaceable_callable():
+    """A user's weighting ``(sde, t, std) -> lambda / std^2`` written as g^2 / std^2 is the built-in
+    likelihood weighting, to rounding."""
+    sde, mix = sg.SubVPSDE(), _gaussian()
+    x = mix.sample(256, generator=torch.Generator().manual_seed(0))
+    score = lambda y, t: 0.9 * mix.score_fn(sde)(y, t)
+    mine = sg.DSMLoss(sde, weighting=lambda sde, t, std: sde.diffusion(t) ** 2 / std**2)
+    built_in = sg.DSMLoss(sde, weighting="likelihood")
+    a = mine(score, x, generator=torch.Generator().manual_seed(1))
+    b = built_in(score, x, generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(a, b, rtol=1e-12, atol=0)
+
+
+class _PowerTime:
+    """t = eps + (T - eps) u^2 (dense near eps), with the weights 1 / (p(t) (T - eps)) = 2 u
+    (or none, ``weighted=False``: then the estimate is of another, biased, integral)."""
+
+    def __init__(self, sde, eps, weighted=True):
+        self.T, self.eps, self.weighted = sde.T, eps, weighted
+
+    def sample(self, n, *, generator=None, dtype=torch.float32, device=None):
+        u = torch.rand(n, generator=generator, dtype=dtype, device=device)
+        return self.eps + (self.T - self.eps) * u**2, 2 * u if self.weighted else None
+
+
+def test_a_time_sampler_is_replaceable_and_keeps_the_mean():
+    """Any time distribution with its importance weights estimates the same integral: the loss
+    under t = eps + (T - eps) u^2 matches uniform times within their standard errors."""
+    sde, mix = sg.VPSDE(), _gaussian()
+    eps = 1e-3
+    x = mix.sample(200_000, generator=torch.Generator().manual_seed(0))
+    score = lambda y, t: 0.8 * mix.score_fn(sde)(y, t)
+
+    def loss(sampler, seed):
+        return sg.DSMLoss(sde, time_sampler=sampler, eps=eps)(
+            score, x, generator=torch.Generator().manual_seed(seed)
+        )
+
+    uniform = loss(None, 1)
+    powered = loss(_PowerTime(sde, eps), 2)
+    se = math.sqrt(uniform.var() / uniform.numel() + powered.var() / powered.numel())
+    assert abs(uniform.mean() - powered.mean()) < 4 * se, (uniform.mean(), powered.mean(), se)
+    # ... and the check has power: the same times without their weights are far off.
+    assert abs(loss(_PowerTime(sde, eps, weighted=False), 2).mean() - uniform.mean()) > 20 * se
+
+
+def test_bad_dsm_loss_object_arguments():
+    sde = sg.VPSDE()
+    with pytest.raises(ValueError, match=r"^weighting must be one of \['likelihood', 'std2'\], got 'l1'"):
+        sg.DSMLoss(sde, "l1")
+    with pytest.raises(ValueError, match=r"^importance_sampling=True needs weighting='likelihood'"):
+        sg.DSMLoss(sde, "std2", importance_sampling=True)
+    with pytest.raises(TypeError, match=r"^time_sampler must have eps and sample"):
+        sg.DSMLoss(sde, time_sampler=object())
+    with pytest.raises(ValueError, match="not both"):
+        sg.DSMLoss(sde, "likelihood", importance_sampling=True, time_sampler=sg.UniformTime(sde, 1e-3))
+    with pytest.raises(ValueError, match=r"draws do not fit x of shape \(4, 2\)"):
+        loss = sg.DSMLoss(sde)
+        loss(lambda y, t: y, torch.zeros(4, 2), draws=loss.draw(torch.zeros(3, 2)))

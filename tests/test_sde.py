@@ -12,9 +12,9 @@ from contextlib import contextmanager
 
 import pytest
 import torch
+from problems import SDES, OrnsteinUhlenbeck, cosine_linear_sde
 
 import sde_gen as sg
-from tests.problems import SDES, OrnsteinUhlenbeck, cosine_linear_sde
 
 F64 = torch.float64
 

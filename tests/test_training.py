@@ -1,6 +1,12 @@
-"""The training loop: exact resume, EMA evaluated, atomic checkpoints, warm-up, clipping."""
+"""The training loop: exact resume, EMA evaluated, atomic checkpoints, warm-up, clipping.
+
+The pieces the trainer is handed have tests of their own: test_ema.py, test_schedules.py,
+test_batches.py, test_checkpoints.py.
+"""
 
 from __future__ import annotations
+
+import functools
 
 import pytest
 import torch
@@ -27,30 +33,50 @@ def _dequantize(batch, generator):
     return batch + 0.01 * torch.rand(batch.shape, generator=generator, dtype=batch.dtype)
 
 
-def _trainer(tmp_path, seed=0, **kw):
-    torch.manual_seed(123)  # the same initial weights for every trainer
-    sde = sg.VPSDE()
-    data = (
+def _data():
+    return (
         sg.GaussianMixture.isotropic(torch.tensor([[2.0, 0.0], [-2.0, 0.0]]), 0.5)
         .sample(300, generator=torch.Generator().manual_seed(0))
         .float()
     )
+
+
+def _trainer(
+    tmp_path,
+    seed=0,
+    *,
+    transform=_dequantize,
+    accumulate=2,
+    lr=1e-3,
+    warmup=5,
+    decay_steps=None,
+    grad_clip=1.0,
+    ema=0.9,
+    ckpt_every=None,
+    keep=3,
+    nonfinite="raise",
+    callbacks=(),
+):
+    """The test trainer: likelihood weighting with importance sampling, batches of 64 over 300
+    points, Adam, warm-up, EMA, checkpoints in ``tmp_path`` (``None``: no checkpoints)."""
+    torch.manual_seed(123)  # the same initial weights for every trainer
+    sde = sg.VPSDE()
     model = sg.ScoreModel(TinyNet(), sde)
-    opts = dict(
-        batch_size=64,
-        lr=1e-3,
-        warmup=5,
-        ema_decay=0.9,
-        seed=seed,
-        ckpt_dir=tmp_path,
-        progress=False,
-        transform=_dequantize,
-        accumulate=2,
-        weighting="likelihood",
-        importance_sampling=True,
+    if ema == "plain":  # the EMA of sde_gen 0.1, without warm-up
+        ema = sg.EMA(model, 0.9, warmup=False)
+    return sg.Trainer(
+        model,
+        sg.DSMLoss(sde, "likelihood", importance_sampling=True),
+        sg.Batches(_data(), batch_size=64, transform=transform, seed=seed),
+        functools.partial(torch.optim.Adam, lr=lr),
+        lr_schedule=sg.WarmupCosine(warmup, decay_steps),
+        ema=ema,
+        grad_clip=grad_clip,
+        accumulate=accumulate,
+        checkpoints=None if tmp_path is None else sg.Checkpoints(tmp_path, every=ckpt_every, keep=keep),
+        nonfinite=nonfinite,
+        callbacks=callbacks,
     )
-    opts.update(kw)
-    return sg.Trainer(model, sde, data, **opts)
 
 
 def _params(trainer):
@@ -71,6 +97,7 @@ def test_stopped_and_resumed_run_ends_with_identical_parameters(tmp_path):
     a, b = _params(straight), _params(resumed)
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert all(torch.equal(straight.ema.shadow[k], resumed.ema.shadow[k]) for k in a)
+    assert resumed.ema.num_updates == straight.ema.num_updates == 23
     # ... and the run was not trivially constant: the weights moved.
     fresh = _params(_trainer(tmp_path / "c"))
     assert any(not torch.equal(a[k], fresh[k]) for k in a)
@@ -91,7 +118,13 @@ def test_evaluation_sees_the_ema_weights_and_training_weights_come_back(tmp_path
         seen["training"] = trainer.model.training
         return {"value": 1.0}
 
-    trainer = _trainer(tmp_path, eval_fn=eval_fn, eval_every=4)
+    evals = []
+
+    class Record(sg.Callback):
+        def on_eval(self, trainer, metrics):
+            evals.append(metrics)
+
+    trainer = _trainer(tmp_path, callbacks=[sg.PeriodicEval(eval_fn, 4), Record()])
     trainer.fit(4)
     raw = _params(trainer)
     for k, v in trainer.ema.shadow.items():
@@ -99,34 +132,31 @@ def test_evaluation_sees_the_ema_weights_and_training_weights_come_back(tmp_path
     assert any(not torch.equal(raw[k], trainer.ema.shadow[k]) for k in raw)
     assert seen["training"] is False
     assert trainer.model.training  # restored
-
-
-def test_ema_is_the_closed_form_average():
-    """With the parameters set to p_k at update k, shadow_n = d^n p_0 + (1 - d) sum_k d^(n-k) p_k."""
-    lin = nn.Linear(1, 1, bias=False)
-    with torch.no_grad():
-        lin.weight.fill_(1.0)
-    ema, d = sg.EMA(lin, 0.9), 0.9
-    values = [2.0, -1.0, 0.5]
-    for v in values:
-        with torch.no_grad():
-            lin.weight.fill_(v)
-        ema.update(lin)
-    n = len(values)
-    expected = d**n * 1.0 + (1 - d) * sum(d ** (n - 1 - i) * v for i, v in enumerate(values))
-    assert abs(ema.shadow["weight"].item() - expected) < 1e-6
+    assert all(torch.equal(v, trainer.model.state_dict()[k]) for k, v in raw.items())
+    assert evals == [{"value": 1.0, "step": 4}]
+    # trainer.evaluate() is the same call, outside the loop.
+    assert trainer.evaluate(eval_fn) == {"value": 1.0, "step": 4}
 
 
 def test_warmup_and_gradient_clipping(tmp_path):
     trainer = _trainer(tmp_path, warmup=4, lr=1e-3, grad_clip=1e-3)
-    assert [trainer.learning_rate(s) for s in range(5)] == pytest.approx([2.5e-4, 5e-4, 7.5e-4, 1e-3, 1e-3])
+    got = [trainer.lr * trainer.lr_schedule(s) for s in range(5)]
+    assert got == pytest.approx([2.5e-4, 5e-4, 7.5e-4, 1e-3, 1e-3])
     before = [p.detach().clone() for p in trainer.model.parameters()]
     metrics = trainer.train_step()
+    assert metrics["lr"] == pytest.approx(2.5e-4)
+    assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(2.5e-4)
     # Adam's first step moves each parameter by lr * sign(grad) whatever the clipping, so check the
     # norm it reports instead: the pre-clip norm, with clipping active.
     assert metrics["grad_norm"] > 1e-3
     after = list(trainer.model.parameters())
     assert any(not torch.equal(a, b) for a, b in zip(before, after, strict=True))
+    # After clipping, the gradients Adam saw have norm grad_clip (torch divides by norm + 1e-6).
+    gn = metrics["grad_norm"]
+    clipped = torch.linalg.vector_norm(
+        torch.stack([torch.linalg.vector_norm(p.grad) for p in trainer.model.parameters()])
+    )
+    assert float(clipped) == pytest.approx(1e-3 * gn / (gn + 1e-6), rel=1e-5)
 
 
 def test_checkpoints_are_atomic_and_pruned(tmp_path, monkeypatch):
@@ -148,9 +178,19 @@ def test_checkpoints_are_atomic_and_pruned(tmp_path, monkeypatch):
 
 
 def test_cosine_decay_schedule(tmp_path):
-    """Warm-up to lr, then lr (1 + cos(pi f)) / 2 with f the fraction of the decay done."""
-    trainer = _trainer(tmp_path, warmup=2, lr=1.0, decay_steps=6)
-    got = [trainer.learning_rate(s) for s in range(8)]
-    assert got == pytest.approx([0.5, 1.0, 1.0, 0.8535534, 0.5, 0.1464466, 0.0, 0.0], abs=1e-6)
-    with pytest.raises(ValueError, match="decay_steps"):
-        _trainer(tmp_path, warmup=10, decay_steps=5)
+    """Warm-up to lr, then lr (1 + cos(pi f)) / 2 with f the fraction of the decay done; the rate
+    the optimiser uses at each step is that one."""
+    lrs = []
+
+    class Rate(sg.Callback):
+        def on_step(self, trainer, metrics):
+            lrs.append(trainer.optimizer.param_groups[0]["lr"])
+
+    trainer = _trainer(tmp_path, warmup=2, lr=1.0, decay_steps=6, callbacks=[Rate()])
+    expected = [0.5, 1.0, 1.0, 0.8535534, 0.5, 0.1464466, 0.0, 0.0]
+    assert [trainer.lr_schedule(s) for s in range(8)] == pytest.approx(expected, abs=1e-6)
+    trainer.fit(8)
+    assert lrs == pytest.approx(expected, abs=1e-6)
+    # A decay that would end within the warm-up is no decay: constant after the warm-up.
+    short = _trainer(tmp_path, warmup=10, decay_steps=5)
+    assert [short.lr_schedule(s) for s in (0, 9, 10, 50)] == [0.1, 1.0, 1.0, 1.0]

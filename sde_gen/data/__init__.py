@@ -34,7 +34,7 @@ from .toy import (
     rings_log_prob,
     swissroll,
 )
-from .transforms import LevelTransform, dequantized_bpd
+from .transforms import LevelTransform
 
 __all__ = [
     "load_dataset",
@@ -69,6 +69,15 @@ __all__ = [
 ]
 
 DATASETS = VECTOR_DATASETS + IMAGE_DATASETS
+
+
+def __getattr__(name: str):
+    # dequantized_bpd moved to sde_gen.bpd, which imports this package: re-exported on first use.
+    if name == "dequantized_bpd":
+        from ..bpd import dequantized_bpd
+
+        return dequantized_bpd
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def load_dataset(name: str, root=None, **kwargs) -> VectorData | ImageData:

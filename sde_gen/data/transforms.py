@@ -1,21 +1,20 @@
-"""Integer levels <-> model space, uniform dequantization and bits/dim (Theis et al. 2016).
+"""Integer levels <-> model space and uniform dequantization (Theis et al. 2016).
 
 Data with ``levels`` values ``k`` per dimension map to ``y = low + (high - low) (k + U) / levels``,
 ``U ~ Uniform[0, 1)``: bin ``k`` is ``[low + k w, low + (k + 1) w)`` with ``w = (high - low) / levels``,
-the convention of :func:`sde_gen.bits_per_dim`.
+the convention of :func:`sde_gen.bits_per_dim`. Bits/dim itself (``dequantized_bpd`` and the rest)
+lives in :mod:`sde_gen.bpd`; the old names here still import from there.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
 import torch
 
 from .._checks import check_int, check_real
-from ..likelihood import bits_per_dim
 
-__all__ = ["LevelTransform", "dequantized_bpd", "dequantized_bpd_per_image"]
+__all__ = ["LevelTransform"]
 
 
 class LevelTransform:
@@ -94,83 +93,18 @@ class LevelTransform:
     def bits_per_dim(self, log_prob: torch.Tensor, num_dims: int) -> torch.Tensor:
         """Bits/dim from ``log p_y`` (nats) of dequantized data in model space; calls
         :func:`sde_gen.bits_per_dim` with this transform's ``levels``, ``low`` and ``high``."""
+        from ..bpd import bits_per_dim  # here: sde_gen.bpd imports this module
+
         return bits_per_dim(log_prob, num_dims, levels=self.levels, low=self.low, high=self.high)
 
 
-def check_level_data(k, transform, name: str = "k", min_items: int = 0) -> int:
-    """Check integer data ``k`` ``(N, ...)`` and its :class:`LevelTransform`; return ``N``.
-    ``min_items=2`` for a standard error."""
-    if not isinstance(transform, LevelTransform):
-        raise TypeError(f"transform must be a LevelTransform, got {type(transform).__name__}")
-    if not isinstance(k, torch.Tensor) or k.ndim < 1:
-        raise TypeError(f"{name} must be a torch.Tensor of shape (N, ...), got {type(k).__name__}")
-    if k.shape[0] < min_items:
-        raise ValueError(
-            f"{name} must hold at least {min_items} items for a standard error, got shape {tuple(k.shape)}"
-        )
-    return k.shape[0]
+_MOVED_TO_BPD = ("check_level_data", "dequantized_bpd", "dequantized_bpd_per_image")
 
 
-def dequantized_bpd_per_image(
-    log_prob_fn: Callable[[torch.Tensor], torch.Tensor],
-    k: torch.Tensor,
-    transform: LevelTransform,
-    *,
-    repeats: int = 1,
-    generator: torch.Generator | None = None,
-    batch_size: int | None = None,
-    dtype=torch.float32,
-) -> torch.Tensor:
-    """Bits/dim of each image of integer data ``k`` ``(N, ...)``, averaged over ``repeats``
-    dequantizations: a float64 CPU tensor of shape ``(N,)``.
+def __getattr__(name: str):
+    # The dequantized bits/dim moved to sde_gen.bpd, which imports this module: re-exported on first use.
+    if name in _MOVED_TO_BPD:
+        from .. import bpd
 
-    For each of the ``repeats`` rounds, every image is dequantized afresh
-    (``transform.dequantize(..., generator)``) and ``log_prob_fn`` (a float batch ``(B, ...) -> (B,)``
-    log-densities in nats, in model space) is evaluated in batches of ``batch_size`` (default:
-    all): rounds outer, batches inner, so the draws from ``generator`` come in that order.
-    """
-    n = check_level_data(k, transform)
-    repeats = check_int("repeats", repeats, low=1)
-    batch_size = max(n, 1) if batch_size is None else check_int("batch_size", batch_size, low=1)
-    num_dims = math.prod(k.shape[1:])
-    total = torch.zeros(n, dtype=torch.float64)
-    for _ in range(repeats):
-        for start in range(0, n, batch_size):
-            kb = k[start : start + batch_size]
-            lp = log_prob_fn(transform.dequantize(kb, generator, dtype))
-            if not isinstance(lp, torch.Tensor) or lp.shape != (kb.shape[0],):
-                raise ValueError(
-                    f"log_prob_fn must return a tensor of shape ({kb.shape[0]},), "
-                    f"got {getattr(lp, 'shape', type(lp).__name__)}"
-                )
-            bad = ~torch.isfinite(lp)
-            if bool(bad.any()):
-                raise ValueError(f"log_prob_fn returned {int(bad.sum())} non-finite log-densities")
-            total[start : start + kb.shape[0]] += transform.bits_per_dim(lp.detach().double(), num_dims).cpu()
-    return total / repeats
-
-
-def dequantized_bpd(
-    log_prob_fn: Callable[[torch.Tensor], torch.Tensor],
-    k: torch.Tensor,
-    transform: LevelTransform,
-    *,
-    repeats: int = 1,
-    generator: torch.Generator | None = None,
-    batch_size: int | None = None,
-    dtype=torch.float32,
-) -> tuple[float, float]:
-    """Mean bits/dim of integer data ``k`` ``(N, ...)`` under a model density, and its standard error.
-
-    For each of ``repeats`` rounds, every image is dequantized afresh (``transform.dequantize``)
-    and ``log_prob_fn`` (a float batch ``(B, ...) -> (B,)`` log-densities in nats, in model space)
-    is evaluated in batches of ``batch_size`` (default: all). Each image's bits/dim is averaged
-    over the rounds (:func:`dequantized_bpd_per_image`); the result is the mean of these per-image
-    averages, and the standard error is their sample standard deviation over ``sqrt(N)`` (it covers
-    both the image-to-image spread and the dequantization noise). Needs ``N >= 2``.
-    """
-    n = check_level_data(k, transform, min_items=2)
-    per_image = dequantized_bpd_per_image(
-        log_prob_fn, k, transform, repeats=repeats, generator=generator, batch_size=batch_size, dtype=dtype
-    )
-    return float(per_image.mean()), float(per_image.std(unbiased=True) / math.sqrt(n))
+        return getattr(bpd, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,242 @@
+"""The evaluation drivers: test NLL of vector data and large sample sets, chunk by chunk.
+
+Both process their items in chunks of ``batch_size``: only one chunk is on the device at a time and
+results are moved to the CPU; under ``torch.distributed`` the chunks are spread over the ranks
+(:mod:`.chunks`) and draw their noise from per-chunk generators (:mod:`.seeds`), so 1 and N ranks
+give bit-identical results. Bits/dim of images is :func:`sde_gen.bpd.evaluate_bpd`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from .. import distributed as dist_utils
+from .._checks import check_choice, check_int, check_tensor
+from ..likelihood import log_likelihood
+from ..sampling import sample
+from ..sde import SDE
+from ..solvers.ode import ProbabilityFlow
+from .chunks import _gather_chunks, _my_chunks, _nfe_stats, _num_chunks, _progress
+from .seeds import _noise_seed, chunk_generator
+
+__all__ = ["evaluate_nll", "generate_samples"]
+
+
+def _sde_first(sde, score_fn, name: str) -> tuple:
+    """``(sde, score_fn)``, swapped back with a ``DeprecationWarning`` where ``name`` was called in
+    the old order ``name(score_fn, sde, ...)`` (a callable first, an :class:`sde_gen.SDE` second)."""
+    if isinstance(score_fn, SDE) and not isinstance(sde, SDE) and callable(sde):
+        warnings.warn(
+            f"{name}(score_fn, sde, ...) is deprecated: pass the SDE first, {name}(sde, score_fn, ...), "
+            "as in sample() and log_likelihood()",
+            DeprecationWarning,
+            stacklevel=3,
+        )
+        return score_fn, sde
+    return sde, score_fn
+
+
+def evaluate_nll(
+    sde,
+    score_fn: Callable,
+    x: torch.Tensor,
+    *,
+    eps: float = 1e-5,
+    solver: ProbabilityFlow | None = None,
+    batch_size: int = 1000,
+    divergence: str = "exact",
+    num_probes: int = 1,
+    generator: torch.Generator | None = None,
+    seed: int | None = None,
+    device=None,
+    progress: bool = False,
+) -> dict:
+    """Negative log-likelihood in nats of vector data ``x`` ``(N, ...)`` under the probability-flow
+    model, in chunks of ``batch_size`` points (moved to ``device`` one at a time when given),
+    spread over the ranks under ``torch.distributed`` (every rank passes the same ``x``).
+
+    Returns the same dict on every rank: ``{"nll": mean, "nll_se": standard error over the N
+    points, "per_point": the N values (float64, CPU, in the order of x), "nfe", "nfe_per_chunk",
+    "nfe_per_rank", "nfe_rank_max", "nfe_rank_min"}``: ``nfe`` counts score evaluations over all
+    ranks, ``nfe_per_chunk`` and ``nfe_per_rank`` are lists (chunk order, rank order) and the last
+    two their extremes over ranks. With a fixed grid (``ProbabilityFlow("rk4", steps=K)``: ``4 K``
+    per chunk) every chunk costs the same, and so does every rank when the number of chunks is a
+    multiple of the number of ranks; an adaptive method's cost varies from chunk to chunk.
+
+    Hutchinson probes (``divergence="hutchinson"``) come from chunk generators when ``seed`` is
+    given, else from ``generator`` (one stream, single process only). An adaptive solver controls
+    its error over the whole chunk, so results depend on ``batch_size`` within the tolerance; with
+    a fixed grid they do not (up to rounding).
+
+    The old argument order ``evaluate_nll(score_fn, sde, x)`` still works, with a ``DeprecationWarning``.
+    """
+    sde, score_fn = _sde_first(sde, score_fn, "evaluate_nll")
+    x = check_tensor("x", x)
+    batch_size = check_int("batch_size", batch_size, low=1)
+    check_choice("divergence", divergence, {"exact", "hutchinson"})
+    noisy = divergence == "hutchinson"
+    seed = _noise_seed(seed, generator, noisy=noisy, what="divergence='hutchinson'")
+    chunks = _my_chunks(_num_chunks(x.shape[0], batch_size))
+    bar = _progress(len(chunks), progress, "nll")
+    nll, chunk_nfe = [], []
+    for i in chunks:
+        xb = x[i * batch_size : (i + 1) * batch_size]
+        xb = xb.to(device) if device is not None else xb
+        g = chunk_generator(seed, i, "probes", xb.device) if noisy and seed is not None else generator
+        res = log_likelihood(
+            sde,
+            score_fn,
+            xb,
+            eps=eps,
+            solver=solver,
+            divergence=divergence,
+            num_probes=num_probes,
+            generator=g,
+        )
+        nll.append(-res.log_prob.detach().double().cpu())
+        chunk_nfe.append(res.nfe)
+        if bar is not None:
+            bar.update(1)
+    nll = _gather_chunks(nll, bar)
+    se = float(nll.std() / math.sqrt(nll.numel())) if nll.numel() > 1 else float("nan")
+    return {"nll": float(nll.mean()), "nll_se": se, "per_point": nll, **_nfe_stats(chunk_nfe)}
+
+
+def _check_sample_shape(shape) -> tuple[int, ...]:
+    if isinstance(shape, int) and not isinstance(shape, bool):
+        shape = (shape,)
+    try:
+        shape = tuple(shape)
+    except TypeError:
+        raise TypeError(f"shape must be the shape of one sample, a tuple of ints, got {shape!r}") from None
+    if not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in shape):
+        raise ValueError(f"shape must be the shape of one sample, a tuple of positive ints, got {shape!r}")
+    return shape
+
+
+def generate_samples(
+    sde,
+    score_fn: Callable,
+    n: int,
+    shape,
+    solver,
+    *,
+    seed: int,
+    batch_size: int = 1000,
+    eps: float = 1e-3,
+    denoise: bool = False,
+    dtype: torch.dtype | None = None,
+    device=None,
+    out: str | os.PathLike | None = None,
+    progress: bool = False,
+) -> dict:
+    """Draw ``n`` samples of shape ``shape`` (one sample's, e.g. ``(3, 32, 32)``) with
+    :func:`sde_gen.sample`, in chunks of ``batch_size``, spread over the ranks under
+    ``torch.distributed``.
+
+    Chunk ``i`` holds samples ``[i * batch_size, (i + 1) * batch_size)`` and draws its prior sample
+    and solver noise from ``chunk_generator(seed, i, "samples", device)``, so the samples depend on
+    ``(seed, batch_size)`` but not on the number of ranks. Each chunk is sampled under
+    ``torch.no_grad()`` on ``device`` and moved to the CPU; the ranks then exchange one round of
+    chunks at a time (at most ``world_size * batch_size`` samples in flight).
+
+    Returns the same dict on every rank: ``{"samples": (n, *shape) CPU tensor in order, "path":
+    None, and the NFE keys of :func:`evaluate_nll`}`` (the NFE of a chunk includes the denoising
+    step's score evaluation).
+
+    With ``out`` (a path, conventionally ``.npy``), rank 0 writes each round's chunks into a
+    ``numpy.lib.format.open_memmap`` file instead of keeping them (written as ``<out>.partial`` and
+    renamed when complete, so a stopped run leaves no file that looks finished); then ``"samples"``
+    is that file opened read-only (``numpy.load(out, mmap_mode="r")``) on rank 0 and ``None`` on the
+    other ranks, and ``"path"`` is ``out`` on every rank. Only rank 0 touches the file, so no shared
+    filesystem is needed.
+    """
+    n = check_int("n", n, low=1)
+    shape = _check_sample_shape(shape)
+    batch_size = check_int("batch_size", batch_size, low=1)
+    seed = _noise_seed(check_int("seed", seed, low=0), None, noisy=True, what="sampling")
+    if out is not None and not isinstance(out, (str, os.PathLike)):
+        raise TypeError(f"out must be a path (str or os.PathLike) or None, got {type(out).__name__}")
+    probe = torch.empty(0, dtype=dtype, device=device)  # resolves torch's default dtype and device
+    dtype, device = probe.dtype, probe.device
+    if out is not None:
+        try:
+            probe.cpu().numpy()
+        except TypeError:
+            raise TypeError(f"out= writes a numpy file, and numpy has no dtype for {dtype}") from None
+
+    num_chunks = _num_chunks(n, batch_size)
+    world = dist_utils.get_world_size()
+    shards = [dist_utils.shard_range(num_chunks, r, world) for r in range(world)]
+    mine = range(*shards[dist_utils.get_rank()])
+    rounds = max(stop - start for start, stop in shards)
+    write = out is not None and dist_utils.is_main_process()
+    parts: list = [None] * num_chunks
+    chunk_nfe: list[int] = []
+    mm, tmp = None, None
+    bar = _progress(rounds, progress, "samples")
+    for j in range(rounds):
+        if j < len(mine):
+            i = mine[j]
+            size = min(batch_size, n - i * batch_size)
+            with torch.no_grad():
+                res = sample(
+                    sde,
+                    score_fn,
+                    (size,) + shape,
+                    solver,
+                    eps=eps,
+                    generator=chunk_generator(seed, i, "samples", device),
+                    denoise=denoise,
+                    dtype=dtype,
+                    device=device,
+                    return_result=True,
+                )
+            xb = res.x.detach().cpu()
+            chunk_nfe.append(res.nfe)
+        else:
+            xb = torch.zeros((0,) + shape, dtype=dtype)
+        # This round's chunks of every rank, in rank order: chunk start_r + j of each rank r.
+        gathered = dist_utils.gather_cat(xb)
+        offset = 0
+        for start, stop in shards:
+            if start + j >= stop:
+                continue
+            i = start + j
+            size = min(batch_size, n - i * batch_size)
+            piece = gathered[offset : offset + size]
+            offset += size
+            if out is None:
+                parts[i] = piece
+            elif write:
+                if mm is None:
+                    from numpy.lib.format import open_memmap
+
+                    tmp = Path(str(out) + ".partial")
+                    tmp.parent.mkdir(parents=True, exist_ok=True)
+                    mm = open_memmap(tmp, mode="w+", dtype=piece.numpy().dtype, shape=(n,) + shape)
+                mm[i * batch_size : i * batch_size + size] = piece.numpy()
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+    stats = _nfe_stats(chunk_nfe)
+    if out is None:
+        return {"samples": torch.cat(parts), "path": None, **stats}
+    path = Path(out)
+    samples = None
+    if write:
+        mm.flush()
+        del mm
+        os.replace(tmp, path)
+        import numpy as np
+
+        samples = np.load(path, mmap_mode="r")
+    dist_utils.barrier()
+    return {"samples": samples, "path": path, **stats}
