@@ -1,16 +1,19 @@
-"""Train, sample and evaluate one model: the job behind the experiment scripts.
+"""Train, sample and evaluate one model into a run directory: the job behind experiments/run.py.
 
-Everything is passed in as built objects (data, SDE, network, solvers); this module knows no
-configuration system. It writes into ``out_dir``: ``checkpoints/``, ``metrics.json``, a sample
-picture (``samples.png``), the loss curve (``loss.png``) and ``history.json``. Re-running with the
-same ``out_dir`` resumes training from the newest checkpoint.
+Everything arrives as built objects (a :class:`sde_gen.Trainer` holding the model, loss,
+optimiser and checkpoints; the SDE; the data; a sampling solver; the :class:`Sampling` and
+:class:`Likelihood` settings); this module knows no configuration system. It writes into
+``out_dir``: ``checkpoints/`` (through the trainer), ``metrics.json``, ``samples.png`` and
+``samples.pt``, the loss curve ``loss.png`` and ``history.json``. Re-running with the same
+``out_dir`` resumes training from the newest checkpoint.
 
-Under ``torchrun`` every rank calls :func:`run`: training is data-parallel (:class:`sde_gen.Trainer`),
-sampling and the likelihood are split over the ranks, and only rank 0 writes files.
+Under ``torchrun`` every rank calls :func:`run`: training is data-parallel, sampling and the
+likelihood are split over the ranks, and only rank 0 writes files.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
@@ -22,92 +25,162 @@ import torch
 
 import sde_gen as sg
 
+check_choice, check_eps, check_int, check_positive = (
+    sg.checks.check_choice,
+    sg.checks.check_eps,
+    sg.checks.check_int,
+    sg.checks.check_positive,
+)
+
+__all__ = ["MODES", "Sampling", "Likelihood", "HeldoutEval", "HistoryFile", "run", "save_samples"]
+
 MODES = ("train", "sample", "likelihood", "all")
 
 
+class Sampling:
+    """What mode ``sample`` draws: ``num`` samples down to time ``eps`` (images denoised with
+    Tweedie's formula), in chunks of ``batch_size``, with ``T`` the SDE's end time."""
+
+    def __init__(self, num: int = 64, eps: float = 1e-3, *, T: float = 1.0):
+        self.num = check_int("num", num, low=1)
+        self.eps = check_eps(eps, T)
+
+
+class Likelihood:
+    """How mode ``likelihood`` measures the test NLL (vector data) or bits/dim (images) through the
+    probability-flow ODE: the first ``n`` test points (``None``: all), the divergence (``"auto"``:
+    exact for vector data, Hutchinson with ``num_probes`` probes for images), the ODE solver
+    (``method``, ``steps`` for fixed grids, ``rtol``, ``atol``), the smallest time ``eps``,
+    ``repeats`` dequantizations per image and chunks of ``batch_size``."""
+
+    DIVERGENCES = ("auto", "exact", "hutchinson")
+
+    def __init__(
+        self,
+        n: int | None = None,
+        divergence: str = "auto",
+        num_probes: int = 1,
+        method: str = "dopri5",
+        steps: int | None = None,
+        rtol: float = 1e-5,
+        atol: float = 1e-5,
+        eps: float = 1e-5,
+        repeats: int = 1,
+        batch_size: int = 500,
+        *,
+        T: float = 1.0,
+    ):
+        self.n = None if n is None else check_int("n", n, low=1)
+        self.divergence = check_choice("divergence", divergence, self.DIVERGENCES)
+        self.num_probes = check_int("num_probes", num_probes, low=1)
+        # The solver checks method, steps, rtol and atol (a fixed grid: the same NFE on every rank).
+        self.solver = sg.ProbabilityFlow(method=method, rtol=rtol, atol=atol, steps=steps)
+        self.eps = check_eps(eps, T)
+        self.repeats = check_int("repeats", repeats, low=1)
+        self.batch_size = check_int("batch_size", batch_size, low=1)
+
+    def divergence_for(self, images: bool) -> str:
+        if self.divergence != "auto":
+            return self.divergence
+        return "hutchinson" if images else "exact"
+
+
+class HeldoutEval:
+    """Periodic evaluation every ``every`` training steps (``None``: never) with the EMA weights:
+    the training loss on ``n`` fixed test points, their bits/dim (images: one dequantization,
+    1-probe Hutchinson) or NLL in nats (vector data) through the ODE at tolerance ``rtol``, and a
+    picture of 64 probability-flow samples, ``samples_step<N>.png``."""
+
+    def __init__(self, every: int | None = None, n: int = 256, rtol: float = 1e-3):
+        self.every = None if every is None else check_int("every", every, low=1)
+        self.n = check_int("n", n, low=1)
+        self.rtol = check_positive("rtol", rtol)
+
+    def callback(self, sde, data, loss_fn, *, seed: int, out_dir: Path | None) -> sg.PeriodicEval | None:
+        """The trainer callback, or ``None`` when ``every`` is ``None``."""
+        if self.every is None:
+            return None
+        images = isinstance(data, sg.ImageData)
+        n = min(self.n, data.test.shape[0])
+        g = torch.Generator().manual_seed(seed + 20)
+        x = (
+            sg.LevelTransform(data.levels, -1.0, 1.0).dequantize(data.test[:n], g)
+            if images
+            else data.test[:n]
+        )
+        quick = sg.ProbabilityFlow(rtol=self.rtol, atol=self.rtol)
+
+        def eval_fn(trainer):
+            gen = torch.Generator().manual_seed(seed + 21)  # the same t and noise at every evaluation
+            model = trainer.model
+            xb = x.to(trainer.device)
+            with torch.no_grad():
+                metrics = {"heldout_loss": float(loss_fn(model, xb, generator=gen).mean())}
+            lik = sg.log_likelihood(
+                sde, model, xb, solver=quick, divergence="hutchinson" if images else "exact", generator=gen
+            )
+            if images:
+                metrics["eval_bpd"] = float(
+                    sg.bits_per_dim(lik.log_prob.detach().cpu(), data.num_dims, levels=data.levels).mean()
+                )
+            else:
+                metrics["eval_nll_nats"] = float(-lik.log_prob.detach().mean())
+            if out_dir is not None and sg.distributed.is_main_process():  # the others go on to the next step
+                with torch.no_grad():
+                    xs = sg.sample(
+                        sde,
+                        model,
+                        (64, *data.train.shape[1:]),
+                        quick,
+                        generator=gen,
+                        denoise=images,
+                        device=trainer.device,
+                    )
+                path = out_dir / f"samples_step{trainer.step:08d}.png"
+                if images:
+                    sg.save_image_grid(xs, path)
+                elif xs.shape[1] == 2:
+                    sg.save_samples_2d(xs.cpu(), path, log_prob=data.log_prob, title=f"step {trainer.step}")
+            return metrics
+
+        return sg.PeriodicEval(eval_fn, self.every)
+
+
 def run(
-    data,
+    trainer: sg.Trainer,
     sde,
-    net: torch.nn.Module,
+    data,
     *,
     out_dir: str | Path,
     mode: str = "all",
-    parameterization: str = "noise",
     steps: int = 1000,
-    batch_size: int = 128,
-    lr: float = 2e-4,
-    warmup: int = 100,
-    cosine_decay: bool = False,
-    grad_clip: float | None = 1.0,
-    ema_decay: float = 0.999,
-    weighting: str = "std2",
-    importance_sampling: bool = False,
-    train_eps: float = 1e-5,
-    ckpt_every: int | None = None,
-    keep: int = 3,
-    nonfinite: str = "raise",
-    max_skips: int = 10,
-    device: torch.device | str | None = None,
-    eval_every: int | None = None,
-    sample_solver: sg.Solver | None = None,
-    sample_eps: float = 1e-3,
-    num_samples: int = 64,
-    likelihood_solver: sg.ProbabilityFlow | None = None,
-    likelihood_eps: float = 1e-5,
-    likelihood_n: int | None = None,
-    divergence: str = "exact",
-    num_probes: int = 1,
-    repeats: int = 1,
-    eval_batch_size: int = 500,
+    solver: sg.Solver | None = None,
+    sampling: Sampling | None = None,
+    likelihood: Likelihood | None = None,
     seed: int = 0,
     ckpt: str | Path | None = None,
-    callbacks=(),
-    progress: bool | None = None,
-    eval_fn=None,
 ) -> dict:
     """Run ``mode`` (``train``, ``sample``, ``likelihood`` or ``all``) and return the metrics.
 
-    ``eval_fn(trainer) -> dict`` is called every ``eval_every`` training steps with the EMA weights
-    in place (its metrics reach the callbacks' ``on_eval``)."""
-    sg._checks.check_choice("mode", mode, set(MODES))
+    ``trainer.model`` is the score model; it is trained to ``steps`` (resuming from the trainer's
+    checkpoints, or from ``ckpt``), then sampled with ``solver`` and evaluated with the EMA
+    weights. Sampling and the likelihood draw their noise from seeds ``seed + 10`` and ``seed + 11``."""
+    check_choice("mode", mode, set(MODES))
+    steps = check_int("steps", steps, low=0)
+    sampling = sampling if sampling is not None else Sampling(T=sde.T)
+    likelihood = likelihood if likelihood is not None else Likelihood(T=sde.T)
     main_process = sg.distributed.is_main_process()
-    device = torch.device(device) if device is not None else torch.device("cpu")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     images = isinstance(data, sg.ImageData)
-    transform = sg.LevelTransform(data.levels, -1.0, 1.0) if images else None
-    model = sg.ScoreModel(net, sde, parameterization)
-    trainer = sg.Trainer(
-        model,
-        sde,
-        data.train,
-        transform=(lambda batch, g: transform.dequantize(batch, g)) if images else None,
-        batch_size=batch_size,
-        lr=lr,
-        warmup=warmup,
-        decay_steps=steps if cosine_decay else None,
-        grad_clip=grad_clip,
-        ema_decay=ema_decay,
-        eps=train_eps,
-        weighting=weighting,
-        importance_sampling=importance_sampling,
-        seed=seed,
-        ckpt_dir=out_dir / "checkpoints",
-        ckpt_every=ckpt_every,
-        keep=keep,
-        nonfinite=nonfinite,
-        max_skips=max_skips,
-        device=device,
-        callbacks=[*callbacks, history_file := HistoryFile(out_dir / "history.json")],
-        progress=progress,
-        eval_every=eval_every,
-        eval_fn=eval_fn,
-    )
+    model, device = trainer.model, trainer.device
+    history_file = HistoryFile(out_dir / "history.json")
+    trainer.add_callbacks(history_file)
     metrics: dict = {"train_steps": steps}
     if ckpt is not None:
         trainer.load_checkpoint(ckpt)
     elif trainer.resume() and main_process:
-        print(f"resumed from step {trainer.step} in {out_dir / 'checkpoints'}", flush=True)
+        print(f"resumed from step {trainer.step} in {trainer.checkpoints.dir}", flush=True)
     if mode in ("train", "all"):
         start = time.perf_counter()
         trainer.fit(steps)
@@ -120,26 +193,27 @@ def run(
         ]  # skipped steps have no loss
         if history:
             if main_process:
-                save_loss_curve(history, out_dir / "loss.png")
+                sg.save_loss_curve(history, out_dir / "loss.png")
             metrics["final_loss"] = sum(h["loss"] for h in history[-100:]) / len(history[-100:])
     metrics["step"] = trainer.step
 
     model.eval()
-    with trainer.ema.applied(model), torch.no_grad():
+    ema = trainer.ema.applied(model) if trainer.ema is not None else contextlib.nullcontext()
+    with ema, torch.no_grad():
         if mode in ("sample", "all"):
-            solver = sample_solver if sample_solver is not None else sg.PredictorCorrector(steps=1000)
+            solver = solver if solver is not None else sg.PredictorCorrector(steps=1000)
             start = time.perf_counter()
-            # Chunks of eval_batch_size, each with its own seed, spread over the ranks: the samples
-            # do not depend on the number of processes.
+            # Chunks with their own seeds, spread over the ranks: the samples do not depend on the
+            # number of processes.
             res = sg.generate_samples(
                 sde,
                 model,
-                num_samples,
+                sampling.num,
                 data.train.shape[1:],
                 solver,
                 seed=seed + 10,
-                batch_size=eval_batch_size,
-                eps=sample_eps,
+                batch_size=likelihood.batch_size,
+                eps=sampling.eps,
                 denoise=images,
                 device=device,
             )
@@ -148,81 +222,39 @@ def run(
             if main_process:
                 save_samples(res["samples"], data, out_dir)
         if mode in ("likelihood", "all"):
-            metrics.update(
-                evaluate_likelihood(
-                    model,
-                    sde,
-                    data,
-                    transform,
-                    likelihood_solver,
-                    likelihood_eps,
-                    likelihood_n,
-                    repeats,
-                    eval_batch_size,
-                    seed + 11,
-                    divergence=divergence,
-                    num_probes=num_probes,
-                    device=device,
-                )
-            )
+            metrics.update(evaluate_likelihood(sde, model, data, likelihood, seed=seed + 11, device=device))
     if main_process:
         (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return metrics
 
 
-def evaluate_likelihood(
-    model,
-    sde,
-    data,
-    transform,
-    solver,
-    eps,
-    n,
-    repeats,
-    batch_size,
-    seed,
-    divergence="exact",
-    num_probes=1,
-    device=None,
-) -> dict:
+def evaluate_likelihood(sde, model, data, settings: Likelihood, *, seed: int, device=None) -> dict:
     """Test bits/dim (images) or NLL in nats with the KL gap to the data where its density is known.
-    The test set is evaluated in chunks of ``batch_size`` spread over the ranks; chunk ``i`` draws its
-    dequantization noise and probes from ``(seed, i)``. ``likelihood_nfe`` is the total over chunks,
+    The test set is evaluated in chunks spread over the ranks; chunk ``i`` draws its dequantization
+    noise and probes from ``(seed, i)``. ``likelihood_nfe`` is the total over chunks,
     ``likelihood_nfe_rank_max`` the largest on one rank (all equal on a fixed grid)."""
-    test = data.test if n is None else data.test[:n]
+    test = data.test if settings.n is None else data.test[: settings.n]
+    images = isinstance(data, sg.ImageData)
+    divergence = settings.divergence_for(images)
+    common = dict(
+        eps=settings.eps,
+        solver=settings.solver,
+        batch_size=settings.batch_size,
+        seed=seed,
+        divergence=divergence,
+        num_probes=settings.num_probes,
+        device=device,
+    )
     start = time.perf_counter()
-    if transform is not None:
-        r = sg.evaluate_bpd(
-            model,
-            sde,
-            test,
-            transform,
-            repeats=repeats,
-            eps=eps,
-            solver=solver,
-            batch_size=batch_size,
-            seed=seed,
-            divergence=divergence,
-            num_probes=num_probes,
-            device=device,
-        )
+    if images:
+        transform = sg.LevelTransform(data.levels, -1.0, 1.0)
+        r = sg.evaluate_bpd(sde, model, test, transform, repeats=settings.repeats, **common)
         out = {"test_bpd": r["bpd"], "test_bpd_se": r["bpd_se"]}
     else:
         # Vector models are small: evaluate in float64, where the ODE tolerance sets the error.
         model64 = copy.deepcopy(model).double()
         x = test.to(torch.float64)
-        r = sg.evaluate_nll(
-            model64,
-            sde,
-            x,
-            eps=eps,
-            solver=solver,
-            batch_size=batch_size,
-            divergence=divergence,
-            num_probes=num_probes,
-            seed=seed,
-            device=device,
-        )
+        r = sg.evaluate_nll(sde, model64, x, **common)
         nll = r["per_point"]
         out = {"test_nll_nats": r["nll"], "test_nll_nats_se": r["nll_se"]}
         if data.log_prob is not None:
@@ -234,6 +266,7 @@ def evaluate_likelihood(
             out["kl_gap_nats_se"] = float(gap.std() / math.sqrt(len(gap)))
     out["likelihood_nfe"], out["likelihood_nfe_rank_max"] = r["nfe"], r["nfe_rank_max"]
     out["likelihood_seconds"] = time.perf_counter() - start
+    num_probes = settings.num_probes
     out["likelihood_divergence"] = divergence if divergence == "exact" else f"hutchinson x{num_probes}"
     return out
 
@@ -274,24 +307,3 @@ def save_samples(x: torch.Tensor, data, out_dir: Path) -> None:
             data=None if data.log_prob else data.test,
             title=f"{x.shape[0]} samples",
         )
-
-
-def save_loss_curve(history: list[dict], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    steps = [h["step"] for h in history]
-    loss = torch.tensor([h["loss"] for h in history])
-    w = max(1, len(loss) // 100)
-    smooth = torch.nn.functional.avg_pool1d(loss[None, None], w, stride=1).flatten() if w > 1 else loss
-    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=120)
-    ax.plot(steps, loss.tolist(), color="lightgrey", lw=0.5, label="loss")
-    ax.plot(steps[w - 1 :], smooth.tolist(), color="C0", lw=1.2, label=f"mean of {w}")
-    ax.set_xlabel("step")
-    ax.set_ylabel("DSM loss")
-    ax.set_yscale("log" if float(loss.min()) > 0 else "linear")
-    ax.legend()
-    fig.savefig(path, bbox_inches="tight")
-    plt.close(fig)

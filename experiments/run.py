@@ -4,15 +4,19 @@
     python experiments/run.py experiment=gmm8 sde=ve solver=ode # a 2-D toy run
     python experiments/run.py -m sde=vp,subvp,ve solver=em,pc,ode logger=none
 
-Outputs go to Hydra's run directory (``hydra.run.dir``); running the same command with the same
-``hydra.run.dir`` resumes training from its checkpoints. See docs/usage.md.
+Hydra composes the config and builds every object from it (``_target_``): data, SDE, network,
+solver, loss, optimiser, schedule, EMA, batches, checkpoints, trainer, sampling and likelihood
+settings. Each object checks its own arguments; a value it refuses is reported with its config
+key (:class:`ConfigError`). Outputs go to Hydra's run directory (``hydra.run.dir``); running the
+same command with the same ``hydra.run.dir`` resumes training from its checkpoints. See
+docs/usage.md.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
+import re
 import sys
 import time
 from dataclasses import dataclass, field, fields
@@ -24,24 +28,18 @@ import hydra
 import torch
 from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-EXPERIMENTS = str(Path(__file__).resolve().parent)
-sys.path.insert(0, EXPERIMENTS)
-# Jobs started by submitit (hydra/launcher=slurm or local) unpickle this script's functions in a
-# fresh interpreter that imports pipeline and logging_callbacks; it inherits this environment.
-os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (EXPERIMENTS, os.environ.get("PYTHONPATH")) if p)
+import sde_gen as sg
+from experiments import pipeline
 
-import pipeline  # noqa: E402
-
-import sde_gen as sg  # noqa: E402
-
-CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
 # -- the typed schema ------------------------------------------------------------------------------
-# Hydra checks every composed value against these types (``train.lr=abc`` fails while composing);
-# ``validate`` adds the ranges and choices a type cannot say (``train.steps=-1``, ``solver.steps=0``).
+# Types only: every default is written once, in the YAML under conf/. Hydra checks each composed
+# value against these types (``train.lr=abc`` fails while composing) and refuses unknown keys.
 
 
 class Mode(Enum):
@@ -53,52 +51,56 @@ class Mode(Enum):
 
 @dataclass
 class TrainConfig:
-    steps: int = 2000
-    batch_size: int = 128
-    lr: float = 5e-4
-    warmup: int = 200
-    cosine_decay: bool = True
-    grad_clip: float | None = 1.0
-    ema_decay: float = 0.999
-    weighting: str = "std2"
-    importance_sampling: bool = False
-    parameterization: str = "noise"
-    eps: float = 1e-5
-    ckpt_every: int | None = 500
-    keep: int = 3
-    nonfinite: str = "raise"
-    max_skips: int = 10
-    eval_every: int | None = None
-    eval_n: int = 256
+    steps: int = MISSING
+    batch_size: int = MISSING
+    lr: float = MISSING
+    warmup: int = MISSING
+    cosine_decay: bool = MISSING
+    grad_clip: float | None = MISSING
+    accumulate: int = MISSING
+    ema_decay: float = MISSING
+    ema_warmup: bool = MISSING
+    weighting: str = MISSING
+    importance_sampling: bool = MISSING
+    parameterization: str = MISSING
+    eps: float = MISSING
+    ckpt_every: int | None = MISSING
+    keep: int = MISSING
+    nonfinite: str = MISSING
+    max_skips: int = MISSING
+    eval_every: int | None = MISSING
+    eval_n: int = MISSING
 
 
 @dataclass
 class SampleConfig:
-    num: int = 64
-    eps: float = 1e-3
+    _target_: str = MISSING
+    num: int = MISSING
+    eps: float = MISSING
 
 
 @dataclass
 class LikelihoodConfig:
-    n: int | None = None
-    divergence: str = "auto"
-    num_probes: int = 1
-    method: str = "dopri5"
-    steps: int | None = None
-    rtol: float = 1e-5
-    atol: float = 1e-5
-    eps: float = 1e-5
-    repeats: int = 1
-    batch_size: int = 500
+    _target_: str = MISSING
+    n: int | None = MISSING
+    divergence: str = MISSING
+    num_probes: int = MISSING
+    method: str = MISSING
+    steps: int | None = MISSING
+    rtol: float = MISSING
+    atol: float = MISSING
+    eps: float = MISSING
+    repeats: int = MISSING
+    batch_size: int = MISSING
 
 
 @dataclass
 class LoggerConfig:
-    name: str = "wandb"
+    name: str = MISSING
     project: str = "sde_gen"
-    entity: str | None = None
-    mode: str | None = None
-    group: str | None = None
+    entity: Any = None
+    mode: Any = None
+    group: Any = None
     tags: list[str] = field(default_factory=list)
     log_every: int = 1
 
@@ -109,154 +111,130 @@ class Config:
     solver: Any = MISSING
     model: Any = MISSING
     data: Any = MISSING
+    loss: Any = MISSING
+    optimizer: Any = MISSING
+    batches: Any = MISSING
+    ema: Any = MISSING
+    lr_schedule: Any = MISSING
+    checkpoints: Any = MISSING
+    trainer: Any = MISSING
     train: TrainConfig = field(default_factory=TrainConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
     likelihood: LikelihoodConfig = field(default_factory=LikelihoodConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
-    mode: Mode = Mode.all
-    seed: int = 0
-    ckpt: str | None = None
-    name: str = "run"
-    threads: int | None = None
-    progress: bool | None = None
-    device: str = "auto"
+    mode: Mode = MISSING
+    seed: int = MISSING
+    ckpt: str | None = MISSING
+    name: str = MISSING
+    threads: int | None = MISSING
+    progress: bool | None = MISSING
+    device: str = MISSING
 
 
 ConfigStore.instance().store(name="schema", node=Config)
 
 
 class ConfigError(ValueError):
-    """A configuration value out of its range; the message names the key, the value and what is allowed."""
-
-
-TOY = ("gmm8", "checkerboard", "moons", "swissroll", "rings")
-TARGETS = {
-    "sde": sg.SDE,
-    "solver": sg.Solver,
-    "model": torch.nn.Module,
-}
+    """A configuration value that an object refused, or that run.py itself cannot use; the message
+    names the config key and its value, then says what is allowed."""
 
 
 def _bad(key: str, value, allowed: str) -> ConfigError:
     return ConfigError(f"{key}={value!r} is not allowed: {allowed}")
 
 
-def validate(cfg: DictConfig) -> None:
-    """Check ranges and choices before any work; raise :class:`ConfigError` naming key, value, allowed."""
-
-    def integer(key, low, optional=False):
-        v = OmegaConf.select(cfg, key)
-        if v is None and optional:
-            return
-        if isinstance(v, bool) or not isinstance(v, int) or v < low:
-            raise _bad(key, v, f"an integer >= {low}" + (" or null" if optional else ""))
-
-    def positive(key, optional=False, below=None):
-        v = OmegaConf.select(cfg, key)
-        if v is None and optional:
-            return
-        ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
-        if not ok or (below is not None and v >= below):
-            rng = "a finite number > 0" + (f" and < {below}" if below is not None else "")
-            raise _bad(key, v, rng + (" or null" if optional else ""))
-
-    def choice(key, allowed):
-        v = OmegaConf.select(cfg, key)
-        if v not in allowed:
-            raise _bad(key, v, f"one of {list(allowed)}")
-
-    for key in ("train.steps", "train.warmup"):
-        integer(key, 0)
-    for key in ("train.batch_size", "train.eval_n", "sample.num", "likelihood.num_probes"):
-        integer(key, 1)
-    for key in ("likelihood.repeats", "likelihood.batch_size", "logger.log_every", "train.keep"):
-        integer(key, 1)
-    integer("train.max_skips", 0)
-    integer("seed", 0)
-    for key in ("train.ckpt_every", "train.eval_every", "likelihood.n", "threads"):
-        integer(key, 1, optional=True)
-    for key in (
-        "train.lr",
-        "train.eps",
-        "sample.eps",
-        "likelihood.rtol",
-        "likelihood.atol",
-        "likelihood.eps",
-    ):
-        positive(key)
-    positive("train.grad_clip", optional=True)
-    T = cfg.sde.get("T", 1.0) if isinstance(cfg.sde, DictConfig) else 1.0
-    T = T if isinstance(T, (int, float)) and T > 0 else None  # a bad T is the SDE's own error
-    for key in ("train.eps", "sample.eps", "likelihood.eps"):  # the times run over [eps, T]
-        positive(key, below=T)
-    for section, schema in (
-        ("train", TrainConfig),
-        ("sample", SampleConfig),
-        ("likelihood", LikelihoodConfig),
-        ("logger", LoggerConfig),
-    ):
-        unknown = sorted(set(cfg[section]) - {f.name for f in fields(schema)})
-        if unknown:
-            raise _bad(
-                f"{section}.{unknown[0]}",
-                cfg[section][unknown[0]],
-                f"a key of {section}: {[f.name for f in fields(schema)]}",
-            )
-    v = cfg.train.ema_decay
-    if not 0.0 <= v < 1.0:
-        raise _bad("train.ema_decay", v, "a number in [0, 1)")
-    choice("train.weighting", list(sg.WEIGHTINGS))
-    choice("train.parameterization", list(sg.PARAMETERIZATIONS))
-    if cfg.train.importance_sampling and cfg.train.weighting != "likelihood":
-        raise _bad(
-            "train.importance_sampling",
-            True,
-            f"only with train.weighting=likelihood (got {cfg.train.weighting})",
-        )
-    choice("likelihood.divergence", ["auto", "exact", "hutchinson"])
-    choice("train.nonfinite", list(sg.training.NONFINITE))
-    choice("device", ["auto", "cpu", "cuda"])
-    if cfg.device == "cuda" and not torch.cuda.is_available():
-        raise _bad("device", "cuda", "auto or cpu: this machine has no CUDA device")
-    methods = sorted(sg.solvers.ode.ADAPTIVE_METHODS) + sorted(sg.solvers.ode.FIXED_METHODS)
-    choice("likelihood.method", methods)
-    fixed = cfg.likelihood.method in sg.solvers.ode.FIXED_METHODS
-    if fixed and cfg.likelihood.steps is None:
-        raise _bad(
-            "likelihood.steps",
-            None,
-            f"an integer >= 1 with the fixed-grid likelihood.method={cfg.likelihood.method}",
-        )
-    if not fixed and cfg.likelihood.steps is not None:
-        raise _bad(
-            "likelihood.steps",
-            cfg.likelihood.steps,
-            f"null with the adaptive likelihood.method={cfg.likelihood.method} "
-            f"(fixed grids: {sorted(sg.solvers.ode.FIXED_METHODS)})",
-        )
-    integer("likelihood.steps", 1, optional=True)
-    choice("logger.name", ["wandb", "none"])
-    choice("logger.mode", [None, "offline", "online", "disabled"])
-    for group in ("sde", "solver", "model", "data"):
-        node = cfg[group]
-        if not isinstance(node, DictConfig) or "_target_" not in node:
-            raise _bad(group, node, f"a config with a _target_ (choose one of conf/{group}/*.yaml)")
-    if "steps" in cfg.solver:
-        integer("solver.steps", 1, optional=cfg.solver.get("_target_") == "sde_gen.ProbabilityFlow")
-    if cfg.ckpt is not None and not Path(cfg.ckpt).is_file():
-        raise _bad(
-            "ckpt", cfg.ckpt, "the path of an existing checkpoint file (…/checkpoints/ckpt_XXXXXXXX.pt)"
-        )
+# -- building the objects, with errors named by config key -----------------------------------------
 
 
-# -- building the objects --------------------------------------------------------------------------
+def _source_key(node: DictConfig, key: str, name: str) -> str:
+    """The config key the user sets for ``key.name``: the target of an interpolation
+    (``${train.lr}`` -> ``train.lr``) or ``key.name`` itself."""
+    raw = OmegaConf.to_container(node, resolve=False).get(name)
+    m = re.fullmatch(r"\$\{([\w.]+)\}", raw) if isinstance(raw, str) else None
+    return m.group(1) if m else f"{key}.{name}"
 
 
-def build(cfg: DictConfig):
-    """Instantiate data, SDE, network, sampling solver and likelihood solver from ``cfg``."""
-    data = instantiate(cfg.data)
-    sde = instantiate(cfg.sde)
-    solver = instantiate(cfg.solver, _convert_="all")
+def _refused_field(node: DictConfig, message: str) -> str | None:
+    """The field of ``node`` an error message is about: the name it starts with (sde_gen's errors
+    name their argument first), else the one field whose value the message quotes."""
+    names = [k for k in node if not str(k).startswith("_")]
+    first = re.match(r"\w+", message)
+    if first and first.group(0) in names:
+        return first.group(0)
+    quoted = [
+        k
+        for k in names
+        if node[k] is not None and not isinstance(node[k], DictConfig) and str(node[k]) in message
+    ]
+    return quoted[0] if len(quoted) == 1 else None
+
+
+def _refusal(cfg: DictConfig, key: str, cause: Exception) -> ConfigError:
+    """The :class:`ConfigError` for an argument that the object built from ``cfg[key]`` refused,
+    naming the config key the user sets (``train.lr``, ``likelihood.eps``)."""
+    message, node = str(cause), cfg[key]
+    for name in node:  # a nested object (trainer.nonfinite) may be the one that refused it
+        sub = node[name]
+        if isinstance(sub, DictConfig) and "_target_" in sub and _refused_field(sub, message):
+            key, node = f"{key}.{name}", sub
+            break
+    name = _refused_field(node, message)
+    if name is None:
+        return ConfigError(f"{key}: {message}")
+    src = _source_key(node, key, name)
+    return _bad(src, OmegaConf.select(cfg, src), message)
+
+
+def _check_setting(cfg: DictConfig, key: str, check, **kwargs) -> None:
+    """``check(name, value, **kwargs)`` on a setting run.py uses itself; a refusal names ``key``."""
+    value = OmegaConf.select(cfg, key)
+    try:
+        check(key.rsplit(".", 1)[-1], value, **kwargs)
+    except (ValueError, TypeError) as e:
+        raise _bad(key, value, str(e)) from e
+
+
+def build_node(cfg: DictConfig, key: str, **kwargs):
+    """``instantiate(cfg[key], **kwargs)``; an argument the object refuses raises
+    :class:`ConfigError` naming its config key."""
+    node = cfg[key]
+    if not isinstance(node, DictConfig) or "_target_" not in node:
+        raise _bad(key, node, f"a config with a _target_ (choose one of conf/{key}/*.yaml)")
+    try:
+        return instantiate(node, _convert_="all", **kwargs)
+    except InstantiationException as e:
+        if not isinstance(e.__cause__, (ValueError, TypeError)):
+            raise
+        raise _refusal(cfg, key, e.__cause__) from e.__cause__
+
+
+def build_optimizer(cfg: DictConfig, params) -> torch.optim.Optimizer:
+    """The ``optimizer`` node (a partial) called on ``params``; its refusals name their key."""
+    make = build_node(cfg, "optimizer")
+    try:
+        return make(params)
+    except (ValueError, TypeError) as e:
+        raise _refusal(cfg, "optimizer", e) from e
+
+
+@dataclass
+class Built:
+    """What :func:`build` makes from a config."""
+
+    data: Any
+    sde: sg.SDE
+    model: sg.ScoreModel
+    solver: sg.Solver
+    trainer: sg.Trainer
+    sampling: pipeline.Sampling
+    likelihood: pipeline.Likelihood
+    heldout: pipeline.HeldoutEval
+
+
+TOY = ("gmm8", "checkerboard", "moons", "swissroll", "rings")
+
+
+def _check_model_fits_data(cfg: DictConfig, data) -> None:
     model_cfg = cfg.model
     images = isinstance(data, sg.ImageData)
     if "dim" in model_cfg and model_cfg.dim is None:
@@ -270,87 +248,93 @@ def build(cfg: DictConfig):
             f"model={model_cfg._target_} is an image network but data={data.name} is vector data: "
             f"add model=mlp, or use experiment={data.name if data.name in TOY else 'gmm8'}"
         )
-    net = instantiate(model_cfg, _convert_="all")
-    if images and isinstance(net, sg.UNet):
+
+
+def build(cfg: DictConfig, out_dir: Path | None = None, device: torch.device | None = None) -> Built:
+    """Build every object of a run from ``cfg`` before any work, so that a bad value fails at once."""
+    for key, allowed in (("device", ["auto", "cpu", "cuda"]), ("logger.name", ["wandb", "none"])):
+        if OmegaConf.select(cfg, key) not in allowed:
+            raise _bad(key, OmegaConf.select(cfg, key), f"one of {allowed}")
+    if cfg.logger.mode not in (None, "offline", "online", "disabled"):
+        raise _bad("logger.mode", cfg.logger.mode, "one of [None, 'offline', 'online', 'disabled']")
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        raise _bad("device", "cuda", "auto or cpu: this machine has no CUDA device")
+    _check_setting(cfg, "seed", sg.checks.check_int, low=0)
+    _check_setting(cfg, "train.steps", sg.checks.check_int, low=0)  # what trainer.fit() is given
+    if cfg.ckpt is not None and not Path(cfg.ckpt).is_file():
+        raise _bad(
+            "ckpt", cfg.ckpt, "the path of an existing checkpoint file (…/checkpoints/ckpt_XXXXXXXX.pt)"
+        )
+    for section, schema in (
+        ("train", TrainConfig),
+        ("sample", SampleConfig),
+        ("likelihood", LikelihoodConfig),
+    ):
+        known = {f.name for f in fields(schema)}
+        unknown = sorted(set(cfg[section]) - known)  # keys appended with +section.key
+        if unknown:
+            allowed = sorted(known - {"_target_"})
+            raise _bad(f"{section}.{unknown[0]}", cfg[section][unknown[0]], f"a key of {section}: {allowed}")
+    device = device or torch.device("cpu")
+    data = build_node(cfg, "data")
+    sde = build_node(cfg, "sde")
+    if not isinstance(sde, sg.SDE):
+        raise _bad("sde", cfg.sde._target_, f"a target that builds an sde_gen.SDE, got {type(sde).__name__}")
+    solver = build_node(cfg, "solver")
+    if not isinstance(solver, sg.Solver):
+        raise _bad(
+            "solver",
+            cfg.solver._target_,
+            f"a target that builds an sde_gen.Solver, got {type(solver).__name__}",
+        )
+    _check_model_fits_data(cfg, data)
+    net = build_node(cfg, "model")
+    if not isinstance(net, torch.nn.Module):
+        raise _bad(
+            "model", cfg.model._target_, f"a target that builds a torch.nn.Module, got {type(net).__name__}"
+        )
+    if isinstance(data, sg.ImageData) and isinstance(net, sg.UNet):
         want = (net.in_channels, net.image_size, net.image_size)
         if tuple(data.shape) != want:
             raise ConfigError(
                 f"model expects images of shape {want} but data={data.name} has {tuple(data.shape)}: "
                 "choose a matching model (e.g. unet_digits for digits, unet_mnist for mnist)"
             )
-    like = cfg.likelihood
-    # likelihood.steps: a fixed grid, the same NFE for every batch and every rank.
-    lik_solver = sg.ProbabilityFlow(method=like.method, rtol=like.rtol, atol=like.atol, steps=like.steps)
-    for name, obj in (("sde", sde), ("solver", solver), ("model", net)):
-        if not isinstance(obj, TARGETS[name]):
-            raise ConfigError(
-                f"{name}: _target_ built {type(obj).__name__}, expected a {TARGETS[name].__name__}"
-            )
-    return data, sde, net, solver, lik_solver
+    model = _build_score_model(cfg, net, sde).to(device)
+    transform = None
+    if isinstance(data, sg.ImageData):
+        levels = sg.LevelTransform(data.levels, -1.0, 1.0)
+        transform = levels.dequantize
+    ckpt_dir = (out_dir if out_dir is not None else Path(".")) / "checkpoints"
+    trainer = build_node(
+        cfg,
+        "trainer",
+        model=model,
+        loss_fn=build_node(cfg, "loss", sde=sde),
+        data=build_node(cfg, "batches", data=data.train, transform=transform),
+        optimizer=build_optimizer(cfg, model.parameters()),
+        lr_schedule=build_node(cfg, "lr_schedule"),
+        ema=build_node(cfg, "ema", model=model),
+        checkpoints=build_node(cfg, "checkpoints", directory=ckpt_dir),
+    )
+    heldout = pipeline.HeldoutEval(cfg.train.eval_every, cfg.train.eval_n)
+    return Built(
+        data=data,
+        sde=sde,
+        model=model,
+        solver=solver,
+        trainer=trainer,
+        sampling=build_node(cfg, "sample", T=sde.T),
+        likelihood=build_node(cfg, "likelihood", T=sde.T),
+        heldout=heldout,
+    )
 
 
-def heldout_loss_fn(sde, data, cfg: DictConfig, out_dir: Path | None = None):
-    """``eval_fn`` for the trainer, run with the EMA weights every ``train.eval_every`` steps: the DSM
-    loss on a fixed test batch of ``train.eval_n`` points, their test bits/dim (images, one
-    dequantization, 1-probe Hutchinson) or NLL in nats (vector data) through the ODE at a loose
-    tolerance (1e-3), and a picture of 64 probability-flow samples, ``samples_step<N>.png``."""
-    n = min(cfg.train.eval_n, data.test.shape[0])
-    images = isinstance(data, sg.ImageData)
-    g = torch.Generator().manual_seed(cfg.seed + 20)
-    if images:
-        x = sg.LevelTransform(data.levels, -1.0, 1.0).dequantize(data.test[:n], g)
-    else:
-        x = data.test[:n]
-    quick = sg.ProbabilityFlow(rtol=1e-3, atol=1e-3)
-
-    def eval_fn(trainer):
-        gen = torch.Generator().manual_seed(cfg.seed + 21)  # the same t and noise at every eval
-        model = trainer.model
-        with torch.no_grad():
-            loss = sg.dsm_loss(sde, model, x, eps=cfg.train.eps, weighting=cfg.train.weighting, generator=gen)
-        metrics = {"heldout_loss": float(loss)}
-        lik = sg.log_likelihood(
-            sde, model, x, solver=quick, divergence="hutchinson" if images else "exact", generator=gen
-        )
-        if images:
-            bpd = sg.bits_per_dim(lik.log_prob.detach(), data.num_dims, levels=data.levels)
-            metrics["eval_bpd"] = float(bpd.mean())
-        else:
-            metrics["eval_nll_nats"] = float(-lik.log_prob.detach().mean())
-        if out_dir is not None and sg.distributed.is_main_process():  # the others go on to the next step
-            with torch.no_grad():
-                xs = sg.sample(sde, model, (64, *data.train.shape[1:]), quick, generator=gen, denoise=images)
-            path = out_dir / f"samples_step{trainer.step:08d}.png"
-            if images:
-                sg.save_image_grid(xs, path)
-            elif xs.shape[1] == 2:
-                sg.save_samples_2d(xs, path, log_prob=data.log_prob, title=f"step {trainer.step}")
-        return metrics
-
-    return eval_fn
-
-
-class ProgressPrinter(sg.Callback):
-    """One line every ``every`` steps (loss, speed, time left): the progress report where no
-    terminal shows tqdm's bar (output to a file, a cluster job)."""
-
-    def __init__(self, total: int, every: int):
-        self.total, self.every, self.start = total, every, None
-
-    def on_train_start(self, trainer) -> None:
-        self.start, self.first = time.perf_counter(), trainer.step
-
-    def on_step(self, trainer, metrics: dict) -> None:
-        step = metrics["step"]
-        if step % self.every and step != self.total:
-            return
-        per_step = (time.perf_counter() - self.start) / max(1, step - self.first)
-        left = per_step * (self.total - step) / 60
-        print(
-            f"step {step}/{self.total}  loss {metrics['loss']:.4g}  {per_step:.3f} s/step  "
-            f"{left:.1f} min left",
-            flush=True,
-        )
+def _build_score_model(cfg: DictConfig, net, sde) -> sg.ScoreModel:
+    try:
+        return sg.ScoreModel(net, sde, cfg.train.parameterization)
+    except ValueError as e:
+        raise _bad("train.parameterization", cfg.train.parameterization, str(e)) from e
 
 
 # -- summaries -------------------------------------------------------------------------------------
@@ -391,15 +375,47 @@ def summary_table(metrics: dict, title: str = "") -> str:
 # -- the job ---------------------------------------------------------------------------------------
 
 
-def hydra_info() -> tuple[Path, list[str], str | None]:
-    """(run directory, this job's overrides, the sweep directory of a multirun or None)."""
+def hydra_info() -> tuple[Path, list[str], str | None, dict]:
+    """(run directory, this job's overrides, the sweep directory of a multirun or None, the
+    config group choices)."""
     if not HydraConfig.initialized():
-        return Path.cwd(), [], None
+        return Path.cwd(), [], None, {}
     hc = HydraConfig.get()
     out_dir = Path(hc.runtime.output_dir)
     overrides = list(hc.overrides.task)
     multirun = hc.mode is not None and hc.mode.name == "MULTIRUN"
-    return out_dir, overrides, (hc.sweep.dir if multirun else None)
+    return out_dir, overrides, (hc.sweep.dir if multirun else None), dict(hc.runtime.choices)
+
+
+def _preset_groups(preset: str) -> dict:
+    """The config groups an ``experiment`` preset chooses, following the presets it includes."""
+    path = CONF_DIR / "experiment" / f"{preset}.yaml"
+    if not path.is_file():
+        return {}
+    own: dict = {}
+    for entry in OmegaConf.load(path).get("defaults", []):
+        if isinstance(entry, str):
+            own.update(_preset_groups(entry))
+        else:
+            own.update({str(k).removeprefix("override /"): v for k, v in entry.items()})
+    return own
+
+
+def preset_notice(choices: dict) -> str | None:
+    """A note when groups that the chosen ``experiment`` preset sets were chosen otherwise on the
+    command line: the preset's other settings (training length, weighting, ...) still apply."""
+    preset = choices.get("experiment")
+    own = _preset_groups(preset) if preset else {}
+    changed = {g: choices[g] for g, v in own.items() if g in choices and choices[g] != v}
+    if not changed:
+        return None
+    mine = " ".join(f"{g}={own[g]}" for g in changed)
+    theirs = " ".join(f"{g}={v}" for g, v in changed.items())
+    return (
+        f"note: experiment={preset} is the preset for {mine}; with {theirs} its other settings "
+        f"(conf/experiment/{preset}.yaml) still apply. A preset for your data: experiment=NAME "
+        "(conf/experiment/)."
+    )
 
 
 def wandb_identity(cfg: DictConfig, overrides: list[str], sweep_dir: str | None) -> dict:
@@ -413,41 +429,59 @@ def wandb_identity(cfg: DictConfig, overrides: list[str], sweep_dir: str | None)
     }
 
 
+def callbacks_for(cfg: DictConfig, built: Built, out_dir: Path, main_process: bool) -> list:
+    """Progress reports and periodic evaluation (the logger is added by :func:`execute`)."""
+    mode = cfg.mode.value if isinstance(cfg.mode, Mode) else str(cfg.mode)
+    callbacks = []
+    training = mode in ("train", "all")
+    if main_process and training:
+        if cfg.progress is None and not sys.stderr.isatty():
+            callbacks.append(sg.ProgressPrinter(cfg.train.steps, max(1, cfg.train.steps // 20)))
+        else:
+            callbacks.append(sg.ProgressBar(cfg.train.steps, enabled=cfg.progress))
+    periodic = built.heldout.callback(
+        built.sde, built.data, built.trainer.loss_fn, seed=cfg.seed, out_dir=out_dir
+    )
+    if periodic is not None:
+        callbacks.append(periodic)
+    return callbacks
+
+
 def execute(cfg: DictConfig, out_dir: str | Path | None = None) -> dict:
-    """Validate ``cfg``, build the objects, run the pipeline into ``out_dir``; return the metrics.
+    """Build the objects from ``cfg``, run the pipeline into ``out_dir``; return the metrics.
 
     Inside a ``torch.distributed`` process group (``torchrun``) every rank calls this: rank 0's
     run directory is used by all, training is data-parallel, evaluation is split over the ranks,
     and only rank 0 writes files and logs."""
-    validate(cfg)
-    hydra_dir, overrides, sweep_dir = hydra_info()
+    hydra_dir, overrides, sweep_dir, choices = hydra_info()
     out_dir = Path(out_dir) if out_dir is not None else hydra_dir
     out_dir = sg.distributed.broadcast_object(out_dir)
     main_process = sg.distributed.is_main_process()
     # auto and cuda (checked to exist): this process's GPU when CUDA is available, else the CPU.
     device = torch.device("cpu") if cfg.device == "cpu" else sg.distributed.local_device()
-    out_dir.mkdir(parents=True, exist_ok=True)
     mode = cfg.mode.value if isinstance(cfg.mode, Mode) else str(cfg.mode)
     ckpt_dir = out_dir / "checkpoints"
-    if mode in ("sample", "likelihood") and cfg.ckpt is None:
-        if not (ckpt_dir.is_dir() and any(ckpt_dir.glob("ckpt_*.pt"))):
-            raise _bad("mode", mode, f"needs ckpt=PATH or a trained run in hydra.run.dir (no {ckpt_dir})")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
-    data, sde, net, solver, lik_solver = build(cfg)
-    images = isinstance(data, sg.ImageData)
-    divergence = cfg.likelihood.divergence
-    if divergence == "auto":
-        divergence = "hutchinson" if images else "exact"
-
+    built = build(cfg, out_dir, device)
+    if mode in ("sample", "likelihood") and cfg.ckpt is None:
+        if not (ckpt_dir.is_dir() and any(ckpt_dir.glob("ckpt_*.pt"))):
+            raise _bad("mode", mode, f"needs ckpt=PATH or a trained run in hydra.run.dir (no {ckpt_dir})")
+    notice = preset_notice(choices)
+    if notice and main_process:
+        print(notice, file=sys.stderr)
+    out_dir.mkdir(parents=True, exist_ok=True)
     resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     resolved["world_size"] = sg.distributed.get_world_size()
+    resolved["choices"] = choices
+    resolved["overrides"] = overrides
     if main_process:
         (out_dir / "config_resolved.json").write_text(json.dumps(resolved, indent=2))
-    callbacks, logger = [], None
+    built.trainer.add_callbacks(*callbacks_for(cfg, built, out_dir, main_process))
+    logger = None
     if cfg.logger.name == "wandb" and main_process:
-        from logging_callbacks import WandbCallback
+        from experiments.logging_callbacks import WandbCallback
 
         logger = WandbCallback(
             resolved,
@@ -458,57 +492,23 @@ def execute(cfg: DictConfig, out_dir: str | Path | None = None) -> dict:
             **wandb_identity(cfg, overrides, sweep_dir),
             log_every=cfg.logger.log_every,
         )
-        callbacks.append(logger)
-
-    if (
-        cfg.progress is None
-        and not sys.stderr.isatty()
-        and cfg.mode in (Mode.train, Mode.all)
-        and main_process
-    ):
-        callbacks.append(ProgressPrinter(cfg.train.steps, max(1, cfg.train.steps // 20)))
+        built.trainer.add_callbacks(logger)
     previous = {}
     if (out_dir / "metrics.json").exists():
         previous = json.loads((out_dir / "metrics.json").read_text())
     try:
         metrics = pipeline.run(
-            data,
-            sde,
-            net,
+            built.trainer,
+            built.sde,
+            built.data,
             out_dir=out_dir,
             mode=mode,
-            parameterization=cfg.train.parameterization,
             steps=cfg.train.steps,
-            batch_size=cfg.train.batch_size,
-            lr=cfg.train.lr,
-            warmup=cfg.train.warmup,
-            cosine_decay=cfg.train.cosine_decay and cfg.train.steps > cfg.train.warmup,
-            grad_clip=cfg.train.grad_clip,
-            ema_decay=cfg.train.ema_decay,
-            weighting=cfg.train.weighting,
-            importance_sampling=cfg.train.importance_sampling,
-            train_eps=cfg.train.eps,
-            ckpt_every=cfg.train.ckpt_every,
-            keep=cfg.train.keep,
-            nonfinite=cfg.train.nonfinite,
-            max_skips=cfg.train.max_skips,
-            device=device,
-            eval_every=cfg.train.eval_every,
-            eval_fn=heldout_loss_fn(sde, data, cfg, out_dir) if cfg.train.eval_every else None,
-            sample_solver=solver,
-            sample_eps=cfg.sample.eps,
-            num_samples=cfg.sample.num,
-            likelihood_solver=lik_solver,
-            likelihood_eps=cfg.likelihood.eps,
-            likelihood_n=cfg.likelihood.n,
-            divergence=divergence,
-            num_probes=cfg.likelihood.num_probes,
-            repeats=cfg.likelihood.repeats,
-            eval_batch_size=cfg.likelihood.batch_size,
+            solver=built.solver,
+            sampling=built.sampling,
+            likelihood=built.likelihood,
             seed=cfg.seed,
             ckpt=cfg.ckpt,
-            callbacks=callbacks,
-            progress=cfg.progress,
         )
         # metrics.json keeps what earlier modes in this directory measured (e.g. train, then sample).
         metrics = {**previous, **metrics, "mode": mode}
@@ -519,7 +519,7 @@ def execute(cfg: DictConfig, out_dir: str | Path | None = None) -> dict:
     finally:
         if logger is not None:
             logger.finish()
-    what = f"{data.name} {type(sde).__name__} {type(solver).__name__}"
+    what = f"{built.data.name} {type(built.sde).__name__} {type(built.solver).__name__}"
     if main_process:
         print(summary_table(metrics, f"\n{what}: {out_dir}"))
     return metrics
@@ -562,7 +562,23 @@ def quiet_other_ranks() -> None:
         sys.argv.append(f"hydra.run.dir={scratch}")
 
 
+def exit_process_group() -> None:
+    """End a torchrun member once everything is written: run the exit handlers (logging, the
+    other ranks' scratch directories), flush, then ``os._exit(0)``. A normal interpreter exit can
+    abort in gloo's worker threads while Python tears down (pytorch/pytorch issues 190489 and
+    179291; ``destroy_process_group`` does not prevent it)."""
+    if sg.distributed.is_distributed():
+        import atexit
+
+        sg.distributed.barrier()
+        atexit._run_exitfuncs()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
+
+
 if __name__ == "__main__":
     if os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0")) != "0":
         quiet_other_ranks()
     main()
+    exit_process_group()

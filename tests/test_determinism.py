@@ -9,7 +9,6 @@ reset torch's global generator to a different state between the two runs: nothin
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -20,9 +19,7 @@ from problems import mixture_2d
 import sde_gen as sg
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "experiments"))
-
-import run as run_script  # noqa: E402
+from experiments import run as run_script  # noqa: E402
 
 torch.set_num_threads(1)
 
@@ -127,8 +124,8 @@ def test_evaluate_bpd_of_digits_same_seed_same_value():
 
     def bpd(g, divergence="hutchinson", n=6):
         return sg.evaluate_bpd(
-            mix.score_fn(sde),
             sde,
+            mix.score_fn(sde),
             images[:n],
             transform,
             repeats=2,

@@ -20,10 +20,9 @@ pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="pip install
 import submitit  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "experiments"))
-
-import run as run_script  # noqa: E402, F401  (registers the config schema)
 import test_run  # noqa: E402
+
+from experiments import run as run_script  # noqa: E402, F401  (registers the config schema)
 
 CONF = str(ROOT / "conf")
 PLUGIN = "hydra_plugins.hydra_submitit_launcher.submitit_launcher"

@@ -21,12 +21,10 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 import sde_gen as sg
+from experiments import logging_callbacks
+from experiments import run as run_script
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "experiments"))
-
-import logging_callbacks  # noqa: E402
-import run as run_script  # noqa: E402
 
 torch.set_num_threads(1)
 
@@ -191,7 +189,6 @@ def test_every_model_config_matches_its_preset():
 @pytest.mark.parametrize("experiment", sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml")))
 def test_every_experiment_preset_composes_and_instantiates(experiment):
     cfg = cfg_of(f"experiment={experiment}")
-    run_script.validate(cfg)
     assert cfg.name == experiment
     assert isinstance(instantiate(cfg.sde), sg.SDE)
     assert isinstance(instantiate(cfg.solver, _convert_="all"), sg.Solver)
@@ -206,19 +203,58 @@ def test_every_experiment_preset_composes_and_instantiates(experiment):
     cfg.data.n_test = 50
     if "n_train" in cfg.data:
         cfg.data.n_train = 50
-    data, sde, net, solver, lik = run_script.build(cfg)
+    built = run_script.build(cfg)
+    data = built.data
     x = data.test[:2]
     if isinstance(data, sg.ImageData):
         x = sg.LevelTransform(data.levels).dequantize(x, torch.Generator().manual_seed(0))
     with torch.no_grad():
-        assert net(x, torch.full((2,), 0.5)).shape == x.shape
+        assert built.model(x, torch.full((2,), 0.5)).shape == x.shape
+    # The preset's training settings reached the objects built from them.
+    trainer = built.trainer
+    assert trainer.data.batch_size == cfg.train.batch_size and trainer.lr == cfg.train.lr
+    assert trainer.ema.decay == cfg.train.ema_decay and trainer.checkpoints.every == cfg.train.ckpt_every
+    assert trainer.loss_fn.weighting == cfg.train.weighting and trainer.loss_fn.eps == cfg.train.eps
+    sampler = type(trainer.loss_fn.time_sampler).__name__
+    assert sampler == ("ImportanceSampler" if cfg.train.importance_sampling else "UniformTime")
 
 
-def test_every_group_option_composes():
-    for group in ("sde", "solver", "model", "data", "train", "logger"):
+def test_every_group_option_composes_and_its_objects_build():
+    for group in ("sde", "solver", "model", "data", "train", "logger", "loss", "optimizer"):
         for option in sorted(p.stem for p in (ROOT / "conf" / group).glob("*.yaml")):
             cfg = cfg_of(f"{group}={option}")
-            run_script.validate(cfg)
+            if group in ("sde", "solver"):
+                assert isinstance(run_script.build_node(cfg, group), (sg.SDE, sg.Solver))
+            elif group == "optimizer":
+                net = torch.nn.Linear(2, 2)
+                assert isinstance(run_script.build_optimizer(cfg, net.parameters()), torch.optim.Optimizer)
+            elif group == "loss":
+                assert isinstance(run_script.build_node(cfg, "loss", sde=sg.VPSDE()), sg.DSMLoss)
+
+
+def test_a_training_setting_is_written_once():
+    """Defaults live in the YAML only: the schema types the keys and gives no default, and
+    long.yaml holds only what differs from default.yaml."""
+    from dataclasses import MISSING as DC_MISSING
+    from dataclasses import fields
+
+    for f in fields(run_script.TrainConfig):
+        assert f.default is not DC_MISSING and str(f.default) == "???", f.name  # omegaconf.MISSING
+    default = yaml.safe_load((ROOT / "conf" / "train" / "default.yaml").read_text())
+    long = yaml.safe_load((ROOT / "conf" / "train" / "long.yaml").read_text())
+    assert long.pop("defaults") == ["default"]
+    assert long and all(default[k] != v for k, v in long.items()), long
+    assert set(default) == {f.name for f in fields(run_script.TrainConfig)}
+
+
+def test_a_preset_chosen_against_other_data_says_so_and_the_run_dir_names_the_overrides():
+    note = run_script.preset_notice({"experiment": "digits_quick", "data": "gmm8", "model": "mlp"})
+    assert "experiment=digits_quick is the preset for data=digits model=unet_digits" in note
+    assert "with data=gmm8 model=mlp" in note
+    assert run_script.preset_notice({"experiment": "moons", "data": "moons", "model": "mlp"}) is None
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        cfg = compose("config", overrides=["data=gmm8", "model=mlp"], return_hydra_config=True)
+    assert "${hydra.job.override_dirname}" in OmegaConf.to_container(cfg.hydra.run, resolve=False)["dir"]
 
 
 # -- errors ----------------------------------------------------------------------------------------
@@ -245,22 +281,25 @@ def test_bad_override_fails_while_composing(override, words):
 @pytest.mark.parametrize(
     "overrides,words",
     [
-        (["train.steps=-1"], ["train.steps=-1", "integer >= 0"]),
-        (["solver.steps=0"], ["solver.steps=0", "integer >= 1"]),
-        (["train.lr=-0.1"], ["train.lr=-0.1", "> 0"]),
+        (["train.steps=-1"], ["train.steps=-1", "steps must be >= 0"]),
+        (["solver.steps=0"], ["solver.steps=0", "steps must be >= 1"]),
+        (["train.lr=-0.1"], ["train.lr=-0.1", "Invalid learning rate"]),
+        (["train.keep=0"], ["train.keep=0", "keep must be >= 1"]),
+        (["likelihood.eps=2.0"], ["likelihood.eps=2.0", "(0, T) = (0, 1.0)"]),
+        (["train.nonfinite=ignore"], ["train.nonfinite='ignore'", "'raise', 'skip'"]),
         (["train.weighting=foo"], ["train.weighting='foo'", "std2", "likelihood"]),
         (
             ["train.weighting=std2", "train.importance_sampling=true"],
-            ["train.importance_sampling", "weighting=likelihood"],
+            ["train.importance_sampling", "needs weighting='likelihood'"],
         ),
         (["likelihood.divergence=trace"], ["likelihood.divergence='trace'", "hutchinson"]),
-        (["train.ema_decay=1.0"], ["train.ema_decay=1.0", "[0, 1)"]),
+        (["train.ema_decay=1.0"], ["train.ema_decay=1.0", "decay must be in [0, 1)"]),
         (["ckpt=/no/such/file.pt"], ["ckpt='/no/such/file.pt'", "existing checkpoint"]),
     ],
 )
-def test_bad_value_fails_validation(overrides, words):
+def test_bad_value_is_refused_by_the_object_and_named_by_its_key(overrides, words):
     with pytest.raises(run_script.ConfigError) as e:
-        run_script.validate(cfg_of(*overrides))
+        run_script.build(cfg_of(*overrides))
     for w in words:
         assert w in str(e.value), (w, str(e.value))
 
@@ -270,7 +309,7 @@ def test_bad_value_on_the_command_line_stops_before_any_work(tmp_path):
         "train.steps=-1", "logger=none", f"hydra.run.dir={tmp_path / 'out'}", tmp_path=tmp_path, check=False
     )
     assert res.returncode == 2
-    assert "invalid configuration: train.steps=-1 is not allowed: an integer >= 0" in res.stderr
+    assert "invalid configuration: train.steps=-1 is not allowed: steps must be >= 0, got -1" in res.stderr
     assert (
         not (tmp_path / "out" / "checkpoints").exists() and not (tmp_path / "out" / "metrics.json").exists()
     )
@@ -416,7 +455,7 @@ def test_sweep_parameters_are_valid_overrides(path):
     assert spec["metric"]["name"] in ("test_bpd", "test_nll_nats")
     for overrides in sweep_override_sets(spec):
         cfg = cfg_of(*overrides)
-        run_script.validate(cfg)
+        run_script.build(cfg)
         for o in overrides:  # each parameter landed where it names
             key, value = o.split("=", 1)
             if key not in ("sde", "solver", "model", "data", "logger", "experiment"):
