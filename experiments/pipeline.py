@@ -32,7 +32,7 @@ check_choice, check_eps, check_int, check_positive = (
     sg.checks.check_positive,
 )
 
-__all__ = ["MODES", "Sampling", "Likelihood", "HeldoutEval", "HistoryFile", "run", "save_samples"]
+__all__ = ["MODES", "Sampling", "Likelihood", "HeldoutEval", "HistoryFile", "run", "evaluate", "save_samples"]
 
 MODES = ("train", "sample", "likelihood", "all")
 
@@ -159,20 +159,20 @@ def run(
     likelihood: Likelihood | None = None,
     seed: int = 0,
     ckpt: str | Path | None = None,
+    export: dict | None = None,
 ) -> dict:
     """Run ``mode`` (``train``, ``sample``, ``likelihood`` or ``all``) and return the metrics.
 
     ``trainer.model`` is the score model; it is trained to ``steps`` (resuming from the trainer's
     checkpoints, or from ``ckpt``), then sampled with ``solver`` and evaluated with the EMA
-    weights. Sampling and the likelihood draw their noise from seeds ``seed + 10`` and ``seed + 11``."""
+    weights (:func:`evaluate`). With ``export`` (the keyword arguments of :func:`sde_gen.save_model`
+    besides the model and EMA: ``data``, ``sde_config``, ``net_config``), a run that trained writes
+    the EMA model to ``model.safetensors``."""
     check_choice("mode", mode, set(MODES))
     steps = check_int("steps", steps, low=0)
-    sampling = sampling if sampling is not None else Sampling(T=sde.T)
-    likelihood = likelihood if likelihood is not None else Likelihood(T=sde.T)
     main_process = sg.distributed.is_main_process()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    images = isinstance(data, sg.ImageData)
     model, device = trainer.model, trainer.device
     history_file = HistoryFile(out_dir / "history.json")
     trainer.add_callbacks(history_file)
@@ -188,23 +188,68 @@ def run(
         metrics["skipped_steps"] = trainer.skipped
         if main_process:
             history_file.write(trainer)
-        history = [
-            h for h in history_file.rows(trainer) if math.isfinite(h["loss"])
-        ]  # skipped steps have no loss
+        # Skipped steps have no loss.
+        history = [h for h in history_file.rows(trainer) if math.isfinite(h["loss"])]
         if history:
             if main_process:
                 sg.save_loss_curve(history, out_dir / "loss.png")
             metrics["final_loss"] = sum(h["loss"] for h in history[-100:]) / len(history[-100:])
     metrics["step"] = trainer.step
 
-    model.eval()
+    if export is not None and mode in ("train", "all") and main_process:
+        # The EMA model as a file to share: weights and recipe, nothing executable.
+        try:
+            sg.save_model(out_dir / "model.safetensors", model, ema=trainer.ema, **export)
+        except TypeError as e:  # a network or SDE that a model file cannot name
+            print(f"model.safetensors not written: {e}", flush=True)
     ema = trainer.ema.applied(model) if trainer.ema is not None else contextlib.nullcontext()
-    with ema, torch.no_grad():
+    with ema:
+        metrics.update(
+            evaluate(
+                model,
+                sde,
+                data,
+                out_dir=out_dir,
+                mode=mode,
+                solver=solver,
+                sampling=sampling,
+                likelihood=likelihood,
+                seed=seed,
+                device=device,
+            )
+        )
+    if main_process:
+        (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    return metrics
+
+
+def evaluate(
+    model,
+    sde,
+    data,
+    *,
+    out_dir: str | Path,
+    mode: str = "all",
+    solver: sg.Solver | None = None,
+    sampling: Sampling | None = None,
+    likelihood: Likelihood | None = None,
+    seed: int = 0,
+    device=None,
+) -> dict:
+    """Sample (modes ``sample``, ``all``: ``samples.pt``, ``samples.png``) and measure the test
+    likelihood (modes ``likelihood``, ``all``) of the score model ``model`` as it is, in eval
+    mode; returns the metrics. Noise comes from seeds ``seed + 10`` (samples) and ``seed + 11``
+    (likelihood), chunk by chunk, so the results do not depend on the number of processes."""
+    sampling = sampling if sampling is not None else Sampling(T=sde.T)
+    likelihood = likelihood if likelihood is not None else Likelihood(T=sde.T)
+    out_dir = Path(out_dir)
+    images = isinstance(data, sg.ImageData)
+    metrics: dict = {}
+    model.eval()
+    with torch.no_grad():
         if mode in ("sample", "all"):
             solver = solver if solver is not None else sg.PredictorCorrector(steps=1000)
             start = time.perf_counter()
-            # Chunks with their own seeds, spread over the ranks: the samples do not depend on the
-            # number of processes.
             res = sg.generate_samples(
                 sde,
                 model,
@@ -219,12 +264,10 @@ def run(
             )
             metrics["sample_seconds"] = time.perf_counter() - start
             metrics["sample_nfe"] = res["nfe"]
-            if main_process:
+            if sg.distributed.is_main_process():
                 save_samples(res["samples"], data, out_dir)
         if mode in ("likelihood", "all"):
             metrics.update(evaluate_likelihood(sde, model, data, likelihood, seed=seed + 11, device=device))
-    if main_process:
-        (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return metrics
 
 

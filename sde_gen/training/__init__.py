@@ -5,7 +5,7 @@
 - ``batches.py``: the seeded, checkpointable stream of training batches;
 - ``ema.py``: the exponential moving average of the weights, with warm-up;
 - ``schedules.py``: learning-rate schedules;
-- ``checkpoint.py``: atomic checkpoint files, rotation, recovery;
+- ``checkpoint.py``: atomic checkpoint files, rotation, recovery, loading without unpickling code;
 - ``callbacks.py``: progress, periodic evaluation, the base class loggers derive from.
 
 The loss is :class:`sde_gen.DSMLoss` (``sde_gen/losses.py``); the optimiser is any
@@ -18,6 +18,7 @@ from .checkpoint import (
     CKPT_PATTERN,
     CheckpointError,
     Checkpoints,
+    UnsafeCheckpointError,
     list_checkpoints,
     read_checkpoint,
     save_atomic,
@@ -41,6 +42,7 @@ __all__ = [
     "ProgressPrinter",
     "PeriodicEval",
     "save_atomic",
+    "UnsafeCheckpointError",
     "read_checkpoint",
     "list_checkpoints",
     "CKPT_PATTERN",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable
 
 import torch
@@ -10,6 +11,9 @@ from .._checks import check_int, check_tensor
 
 __all__ = ["Batches"]
 
+#: Items per batch when no ``batch_size`` is given (fewer when the data hold fewer).
+DEFAULT_BATCH_SIZE = 128
+
 
 class Batches:
     """Batches of ``batch_size`` items drawn without replacement from ``data`` ``(N, ...)`` in a
@@ -17,24 +21,46 @@ class Batches:
 
     Args:
         data: floats in the model's space, or integer levels mapped by ``transform``.
-        batch_size: items per batch (under data parallelism the global batch).
+        batch_size: items per batch (under data parallelism the global batch), at most ``N`` (a
+            larger batch would repeat items); default ``min(128, N)``.
         transform: ``transform(batch, generator) -> float batch`` applied to each batch on the
             training device (e.g. uniform dequantization), drawing its noise from ``generator``.
         seed: seeds the data order; a :class:`~sde_gen.Trainer` seeds its own random streams (the
             loss's noise, dropout) from it too, so one number fixes a whole run.
 
-    The order's state (generator, permutation, position) is in :meth:`state_dict`.
+    Floating ``data`` must be finite: NaN or Inf raises ``ValueError`` naming the bad items' count
+    and indices, checked once here. The order's state (generator, permutation, position) is in
+    :meth:`state_dict`.
     """
 
     def __init__(
-        self, data: torch.Tensor, batch_size: int = 128, *, transform: Callable | None = None, seed: int = 0
+        self,
+        data: torch.Tensor,
+        batch_size: int | None = None,
+        *,
+        transform: Callable | None = None,
+        seed: int = 0,
     ):
         if not isinstance(data, torch.Tensor):
             raise TypeError(f"data must be a torch.Tensor of shape (N, ...), got {type(data).__name__}")
         if data.ndim < 1 or data.shape[0] == 0:
             raise ValueError(f"data must have shape (N, ...) with N >= 1, got {tuple(data.shape)}")
-        self.data = check_tensor("data", data) if data.is_floating_point() else data
+        if data.is_complex():
+            raise TypeError(f"data must be real (floats or integer levels), got dtype {data.dtype}")
+        if data[0].numel() == 0:
+            raise ValueError(f"data items must hold at least one value, got shape {tuple(data.shape)}")
+        n = data.shape[0]
+        if data.is_floating_point():
+            _check_finite(check_tensor("data", data))
+        self.data = data
+        if batch_size is None:
+            batch_size = min(DEFAULT_BATCH_SIZE, n)
         self.batch_size = check_int("batch_size", batch_size, low=1)
+        if self.batch_size > n:
+            raise ValueError(
+                f"batch_size must be <= {n}, the number of items in data (a larger batch would repeat "
+                f"items), got {self.batch_size}"
+            )
         if transform is not None and not callable(transform):
             raise TypeError(
                 f"transform must be callable as transform(batch, generator), got {type(transform).__name__}"
@@ -42,7 +68,7 @@ class Batches:
         self.transform = transform
         self.seed = check_int("seed", seed, low=0)
         self.generator = torch.Generator().manual_seed(self.seed)
-        self.perm = torch.randperm(self.data.shape[0], generator=self.generator)
+        self.perm = torch.randperm(n, generator=self.generator)
         self.pos = 0
 
     def __repr__(self) -> str:
@@ -70,5 +96,65 @@ class Batches:
         return {"generator": self.generator.get_state(), "perm": self.perm, "pos": self.pos}
 
     def load_state_dict(self, state: dict) -> None:
-        self.generator.set_state(state["generator"])
-        self.perm, self.pos = state["perm"], int(state["pos"])
+        """Restore the order saved by :meth:`state_dict`, checked first by :meth:`check_state_dict`
+        (a checkpoint is untrusted): a bad state raises ``ValueError`` and changes nothing."""
+        self.generator, self.perm, self.pos = self._checked(state)
+
+    def check_state_dict(self, state: dict) -> None:
+        """Raise ``ValueError`` naming what is wrong if ``state`` is not an order of these batches
+        (another data set's permutation, a position past the end, a damaged generator state)."""
+        self._checked(state)
+
+    def _checked(self, state) -> tuple[torch.Generator, torch.Tensor, int]:
+        if not isinstance(state, dict) or not {"generator", "perm", "pos"} <= set(state):
+            got = sorted(map(str, state))[:8] if isinstance(state, dict) else type(state).__name__
+            raise ValueError(f"the data order state must be a dict with generator, perm and pos, got {got}")
+        gen, perm, pos = state["generator"], state["perm"], state["pos"]
+        n = self.data.shape[0]
+        if not (
+            isinstance(perm, torch.Tensor)
+            and perm.dtype == torch.int64
+            and perm.shape == (n,)
+            and torch.equal(perm.sort().values, torch.arange(n, device=perm.device))
+        ):
+            what = type(perm).__name__
+            if isinstance(perm, torch.Tensor):
+                what = f"{perm.dtype} {tuple(perm.shape)}"
+            raise ValueError(
+                f"the data order state's perm must be a permutation of the {n} items of data (int64, "
+                f"shape ({n},)), got {what}: it was saved for other data, or is damaged"
+            )
+        try:
+            index = None if isinstance(pos, bool) else operator.index(pos)  # an int or a 0-d int tensor
+        except TypeError:
+            index = None
+        if index is None or not 0 <= index <= n:
+            raise ValueError(f"the data order state's pos must be an int in [0, {n}], got {pos!r:.40}")
+        if not (isinstance(gen, torch.Tensor) and gen.dtype == torch.uint8 and gen.ndim == 1):
+            raise ValueError("the data order state's generator must be a uint8 tensor (a generator state)")
+        fresh = torch.Generator()
+        try:
+            fresh.set_state(gen)
+        except RuntimeError as e:
+            raise ValueError(f"the data order state's generator state is damaged ({e})") from e
+        return fresh, perm.cpu(), index
+
+
+def _check_finite(data: torch.Tensor, chunk: int = 1 << 22) -> None:
+    """NaN or Inf anywhere in ``data`` raises ``ValueError`` with the count and the first indices of
+    the items that hold one; checked ``chunk`` values at a time (bounded extra memory)."""
+    n = data.shape[0]
+    rows = max(1, chunk // max(1, data[0].numel()))
+    bad = []
+    for start in range(0, n, rows):
+        part = data[start : start + rows]
+        ok = torch.isfinite(part).reshape(part.shape[0], -1).all(dim=1)
+        if not bool(ok.all()):
+            bad.append(torch.nonzero(~ok).flatten().cpu() + start)
+    if bad:
+        idx = torch.cat(bad)
+        first = idx[:10].tolist()
+        raise ValueError(
+            f"data must be finite: {idx.numel()} of its {n} items hold NaN or Inf (indices "
+            f"{first}{' ...' if idx.numel() > 10 else ''}); remove or repair them before training"
+        )

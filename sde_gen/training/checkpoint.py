@@ -1,9 +1,15 @@
-"""Checkpoint files: atomic writes, rotation, reading with clear errors, recovery from torn files."""
+"""Checkpoint files: atomic writes, rotation, reading with clear errors, recovery from torn files.
+
+Checkpoints are read with ``torch.load(..., weights_only=True)`` only: tensors, numbers, strings and
+containers, never code. A file that needs full unpickling raises :class:`UnsafeCheckpointError`; a
+file the user trusts is converted once with ``python -m sde_gen.convert_checkpoint OLD.pt NEW.pt``.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import pickle
 import re
 import tempfile
 import warnings
@@ -17,6 +23,7 @@ from .._checks import check_int
 
 __all__ = [
     "CheckpointError",
+    "UnsafeCheckpointError",
     "Checkpoints",
     "save_atomic",
     "read_checkpoint",
@@ -25,14 +32,41 @@ __all__ = [
 ]
 
 CKPT_PATTERN = re.compile(r"^ckpt_(\d{8})\.pt$")
+#: The most steps a run may take: checkpoint names hold the step in 8 digits.
+MAX_STEPS = 10**8 - 1
 
 #: What every trainer checkpoint holds (``read_checkpoint`` refuses a file without them).
 CKPT_KEYS = ("step", "model", "ema", "optimizer", "data", "noise_gen")
+#: Every key :meth:`Trainer.state_dict <sde_gen.Trainer.state_dict>` writes (what
+#: ``python -m sde_gen.convert_checkpoint`` keeps of an old file).
+TRAINER_KEYS = CKPT_KEYS + (
+    "torch_rng",
+    "torch_rng_ranks",
+    "seed",
+    "skipped",
+    "skips_in_a_row",
+    "world_size",
+)
+#: How a user converts a checkpoint they trust into one that loads safely.
+CONVERT_COMMAND = "python -m sde_gen.convert_checkpoint"
+_WEIGHTS_ONLY = "Weights only load failed"  # how torch's refusals under weights_only=True begin
 
 
 class CheckpointError(RuntimeError):
     """A checkpoint that cannot be used: unreadable (truncated, corrupt, not a checkpoint) or written
     for another model. The message names the file."""
+
+
+class UnsafeCheckpointError(CheckpointError):
+    """A checkpoint that holds objects only full unpickling can rebuild (a class or function of
+    another library, or code). Full unpickling runs any code a file contains, so sde_gen never does
+    it; the message names the file, what it refers to, and the command that converts a trusted file.
+    :meth:`Checkpoints.newest` raises it instead of passing over the file. ``refers``: the names of
+    those classes and functions (``module.name``), as far as they can be found without running it."""
+
+    def __init__(self, message: str, refers: list[str] | tuple[str, ...] = ()):
+        super().__init__(message)
+        self.refers = list(refers)
 
 
 def save_atomic(obj, path: str | os.PathLike) -> Path:
@@ -66,24 +100,72 @@ def _upgrade(state: dict) -> dict:
     return state
 
 
-def read_checkpoint(path: str | os.PathLike) -> dict:
-    """``torch.load`` a trainer checkpoint onto the CPU (the random-generator states must stay
-    there; the model, EMA and optimiser copy theirs to the model's device on loading); a file that
-    cannot be read or holds no trainer state raises :class:`CheckpointError` naming it."""
+def _foreign_globals(path: Path, err: Exception) -> list[str] | None:
+    """What made ``torch.load(weights_only=True)`` refuse ``path`` if it is a well-formed file that
+    needs full unpickling: the classes and functions it refers to. ``None`` when ``err`` is another
+    failure (a torn or garbage file). Found statically (the pickle is disassembled, never run)."""
+    if not isinstance(err, pickle.UnpicklingError) or _WEIGHTS_ONLY not in str(err):
+        return None  # torn zip archives, EOFError, ...: never the weights-only check
+    names: list[str] = []
+    scan = getattr(torch.serialization, "get_unsafe_globals_in_checkpoint", None)  # torch >= 2.5
+    if scan is not None:
+        with contextlib.suppress(Exception):  # legacy (non-zip) format, unreadable pickle
+            names = sorted(scan(path))
+    if not names:  # torch < 2.5 or the legacy format: torch's message names the first one
+        names = re.findall(r"(?:GLOBAL|Unsupported class) ([\w.]+)", str(err))[:1]
+    return names or None
+
+
+def _reason(err: Exception) -> str:
+    """torch's error in one line, without its advice to load with ``weights_only=False``."""
+    msg = str(err)
+    if msg.startswith(_WEIGHTS_ONLY):
+        lines = [ln.strip() for ln in msg.split("Check the documentation")[0].splitlines() if ln.strip()]
+        msg = lines[-1].split("WeightsUnpickler error:")[-1].strip() if lines else ""
+    return " ".join(msg.split())
+
+
+def load_weights_only(path: str | os.PathLike):
+    """``torch.load(path, map_location="cpu", weights_only=True)``: tensors, numbers, strings and
+    containers, never code. A file that needs full unpickling raises :class:`UnsafeCheckpointError`,
+    any other unreadable file :class:`CheckpointError`; both name the file."""
     path = Path(path)
     try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises several types for torn or foreign files
+        foreign = _foreign_globals(path, e)
+        if foreign is not None:
+            raise UnsafeCheckpointError(
+                f"checkpoint {path} cannot be read safely: it refers to {', '.join(foreign)}, which only "
+                "full unpickling can rebuild, and that runs any code the file contains. sde_gen never "
+                f"unpickles code from a file. If you trust this file, convert it once: {CONVERT_COMMAND} "
+                f"{path} NEW.pt",
+                refers=foreign,
+            ) from None
         size = path.stat().st_size if path.exists() else None
         raise CheckpointError(
-            f"checkpoint {path} cannot be read ({type(e).__name__}: {e}; {size} bytes): "
+            f"checkpoint {path} cannot be read ({type(e).__name__}: {_reason(e)}; {size} bytes): "
             "it is truncated, corrupt or not a sde_gen checkpoint"
-        ) from e
+        ) from (None if _WEIGHTS_ONLY in str(e) else e)  # torch's advice to unpickle: not for this file
+
+
+def check_trainer_state(state, path: str | os.PathLike) -> dict:
+    """``state`` in the current layout (sde_gen 0.1's data order moved under ``"data"``), or
+    :class:`CheckpointError` if it is not a trainer checkpoint."""
     state = _upgrade(state) if isinstance(state, dict) else state
     missing = [k for k in CKPT_KEYS if not isinstance(state, dict) or k not in state]
     if missing:
         raise CheckpointError(f"checkpoint {path} is not a sde_gen trainer checkpoint: it lacks {missing}")
     return state
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict:
+    """Read a trainer checkpoint onto the CPU (the random-generator states must stay there; the
+    model, EMA and optimiser copy theirs to the model's device on loading) with
+    ``torch.load(weights_only=True)``: no code in the file ever runs. A file that needs full
+    unpickling raises :class:`UnsafeCheckpointError`; a file that cannot be read or holds no trainer
+    state raises :class:`CheckpointError`. Both name the file."""
+    return check_trainer_state(load_weights_only(path), path)
 
 
 def list_checkpoints(ckpt_dir: str | os.PathLike) -> list[Path]:
@@ -132,7 +214,10 @@ class Checkpoints:
         ``None`` when there is none. Temporary files left by a save that was killed are deleted. A
         checkpoint that cannot be read (a torn or corrupt file) is renamed ``<name>.corrupt``, kept
         for inspection, and the next older one is tried, with a ``RuntimeWarning`` naming the file.
-        Errors raised by ``load`` itself (e.g. another model's checkpoint) propagate."""
+        A checkpoint that needs full unpickling is no torn file: :class:`UnsafeCheckpointError`
+        propagates and the file stays where it is (a run never silently falls back past a file that
+        someone wrote, or that needs converting). Errors raised by ``load`` itself (e.g. another
+        model's checkpoint) propagate."""
         if dist.get_rank() == 0 and self.dir.is_dir():
             # Half-written temporary files of a run killed while saving: never checkpoints.
             for tmp in self.dir.glob(".ckpt_*.pt.*.tmp"):
@@ -140,6 +225,8 @@ class Checkpoints:
         for path in reversed(list_checkpoints(self.dir)):
             try:
                 state = read_checkpoint(path)
+            except UnsafeCheckpointError:
+                raise
             except CheckpointError as e:
                 warnings.warn(
                     f"{e}; moved aside to {path.name}.corrupt, trying the previous one",

@@ -20,7 +20,7 @@ from .. import distributed as dist
 from .._checks import check_int, check_positive
 from .batches import Batches
 from .callbacks import Callback
-from .checkpoint import CheckpointError, Checkpoints, read_checkpoint, save_atomic
+from .checkpoint import MAX_STEPS, CheckpointError, Checkpoints, read_checkpoint, save_atomic
 from .ema import EMA
 from .nonfinite import NonFinite, nonfinite_error
 
@@ -259,7 +259,7 @@ class Trainer:
 
     def fit(self, steps: int) -> list[dict]:
         """Train until ``self.step == steps`` (continuing a resumed run); returns the history."""
-        steps = check_int("steps", steps, low=0)
+        steps = check_int("steps", steps, low=0, high=MAX_STEPS, why="checkpoint names hold 8 digits")
         for cb in self.callbacks:
             cb.on_train_start(self)
         while self.step < steps:
@@ -351,16 +351,18 @@ class Trainer:
         return path
 
     def load_checkpoint(self, path: str | os.PathLike) -> None:
-        """Load a checkpoint written by :meth:`save_checkpoint`. An unreadable file (truncated,
-        corrupt, not a checkpoint) or one written for another model raises :class:`CheckpointError`
-        naming the file, before anything is changed."""
+        """Load a checkpoint written by :meth:`save_checkpoint` (``torch.load(weights_only=True)``:
+        no code in the file runs). An unreadable file (truncated, corrupt, not a checkpoint), one
+        that needs full unpickling (:class:`~sde_gen.training.checkpoint.UnsafeCheckpointError`) or
+        one written for another model raises :class:`CheckpointError` naming the file, before
+        anything is changed."""
         path = Path(path)
         self._load(read_checkpoint(path), path)
 
     def resume(self) -> bool:
         """Load the newest readable checkpoint in ``checkpoints`` (:meth:`Checkpoints.newest`: torn
         files are moved aside with a warning); returns whether there was one. A readable checkpoint
-        of another model raises :class:`CheckpointError`."""
+        of another model, or one that needs full unpickling, raises :class:`CheckpointError`."""
         if self.checkpoints is None:
             return False
         return self.checkpoints.newest(self._load) is not None
@@ -377,6 +379,7 @@ class Trainer:
                 f"shape: {bad[:5]}{' ...' if len(bad) > 5 else ''}"
             )
         try:
+            self.data.check_state_dict(state["data"])  # refused before anything is changed
             self.load_state_dict(state)
         except Exception as e:
             raise CheckpointError(f"checkpoint {path} cannot be loaded ({type(e).__name__}: {e})") from e
