@@ -101,6 +101,8 @@ class WandbCallback(sg.Callback):
             self.run.summary[k] = v
         row = {f"test/{k}": v for k, v in scalars.items() if k.startswith("test_") or k.startswith("kl_")}
         row.update({f"time/{k}": v for k, v in scalars.items() if k.endswith("_seconds")})
+        quality = ("fd", "kid", "precision", "recall", "energy_distance", "sample_")
+        row.update({f"quality/{k}": v for k, v in scalars.items() if k.startswith(quality)})
         row.update({f"nfe/{k}": v for k, v in scalars.items() if k.endswith("_nfe")})
         for name in ("samples", "loss"):
             p = out_dir / f"{name}.png"
@@ -122,6 +124,8 @@ COLUMNS = (
     ("test_bpd_se", "bpd se"),
     ("test_nll_nats", "nll"),
     ("test_nll_nats_se", "nll se"),
+    ("fd", "FD"),
+    ("fd_reference", "FD ref."),
     ("sample_nfe", "sample NFE"),
     ("likelihood_nfe", "lik. NFE"),
     ("train_seconds", "train s"),

@@ -32,9 +32,19 @@ check_choice, check_eps, check_int, check_positive = (
     sg.checks.check_positive,
 )
 
-__all__ = ["MODES", "Sampling", "Likelihood", "HeldoutEval", "HistoryFile", "run", "evaluate", "save_samples"]
+__all__ = [
+    "MODES",
+    "Sampling",
+    "Likelihood",
+    "SampleMetrics",
+    "HeldoutEval",
+    "HistoryFile",
+    "run",
+    "evaluate",
+    "save_samples",
+]
 
-MODES = ("train", "sample", "likelihood", "all")
+MODES = ("train", "sample", "likelihood", "all", "evaluate")
 
 
 class Sampling:
@@ -83,6 +93,89 @@ class Likelihood:
         if self.divergence != "auto":
             return self.divergence
         return "hutchinson" if images else "exact"
+
+
+class SampleMetrics:
+    """Sample quality in modes ``sample``, ``all`` and ``evaluate``: ``num`` samples (``None``: as
+    many as the held-out set) scored against the training set, each figure beside its reference
+    floor (the held-out set scored the same way).
+
+    Images: Fréchet distance, KID and its standard error, precision and recall (k-NN with ``k``)
+    in the features of ``extractor``: ``"classifier"`` (:class:`sde_gen.DigitsClassifier`, trained
+    once on the data's training split and cached; digits, mnist5k, mnist), ``"inception"``
+    (:class:`sde_gen.InceptionFeatures` from a local weights file) or ``"auto"`` (the classifier
+    for grey images with labels, Inception for RGB). Vector data: the energy distance to the
+    held-out set and, where the data density is known, the mean exact log-density of the samples.
+    ``enabled=False`` skips it all."""
+
+    EXTRACTORS = ("auto", "classifier", "inception")
+
+    def __init__(
+        self,
+        num: int | None = None,
+        extractor: str = "auto",
+        k: int = 3,
+        kid_subsets: int = 100,
+        enabled: bool = True,
+    ):
+        self.num = None if num is None else check_int("num", num, low=2)
+        self.extractor = check_choice("extractor", extractor, self.EXTRACTORS)
+        self.k = check_int("k", k, low=1)
+        self.kid_subsets = check_int("kid_subsets", kid_subsets, low=1)
+        if not isinstance(enabled, bool):
+            raise TypeError(f"enabled must be a bool, got {enabled!r}")
+        self.enabled = enabled
+        self._features = None
+
+    def count(self, data, drawn: int) -> int:
+        """How many samples are scored: ``num``, else as many as the held-out set for images and
+        the ``drawn`` samples (at most the held-out set) for vector data."""
+        if self.num is not None:
+            return self.num
+        return data.test.shape[0] if isinstance(data, sg.ImageData) else min(drawn, data.test.shape[0])
+
+    def features(self, data):
+        """The feature extractor for image ``data`` (built once; the classifier trains or loads
+        from its cache here)."""
+        if self._features is None:
+            rgb = data.shape[0] == 3
+            kind = self.extractor if self.extractor != "auto" else ("inception" if rgb else "classifier")
+            self._features = sg.InceptionFeatures() if kind == "inception" else sg.DigitsClassifier(data)
+        return self._features
+
+    def __call__(self, samples: torch.Tensor, data, *, seed: int) -> dict:
+        """The figures of ``samples`` and their references, as a flat dict."""
+        g = torch.Generator().manual_seed(seed)
+        if isinstance(data, sg.ImageData):
+            feats = self.features(data)
+            train = feats(data.train)
+            kw = dict(kid_subsets=self.kid_subsets, k=self.k)
+            model = sg.feature_metrics(train, feats(samples), generator=g, **kw)
+            ref = sg.feature_metrics(
+                train, feats(data.test), generator=torch.Generator().manual_seed(seed), **kw
+            )
+            out = {key: model[key] for key in ("fd", "kid", "kid_se", "precision", "recall")}
+            out.update(
+                {f"{key}_reference": ref[key] for key in ("fd", "kid", "kid_se", "precision", "recall")}
+            )
+            if hasattr(feats, "logits"):
+                scores = sg.classifier_scores(feats.logits(samples))
+                out["sample_class_entropy"] = scores["class_entropy"]
+                out["sample_mean_entropy"] = scores["mean_entropy"]
+                out["classifier_test_accuracy"] = feats.accuracy
+            return out
+        n = samples.shape[0]
+        x = samples.double().reshape(n, -1)
+        test = data.test[:n].double().reshape(-1, x.shape[1])
+        half = data.train[:n].double().reshape(-1, x.shape[1])
+        out = {
+            "energy_distance": sg.energy_distance(x, test),
+            "energy_distance_reference": sg.energy_distance(half, test),
+        }
+        if data.log_prob is not None:
+            out["sample_log_prob"] = float(data.log_prob(x).mean())
+            out["sample_log_prob_reference"] = float(data.log_prob(test).mean())
+        return out
 
 
 class HeldoutEval:
@@ -157,11 +250,13 @@ def run(
     solver: sg.Solver | None = None,
     sampling: Sampling | None = None,
     likelihood: Likelihood | None = None,
+    quality: SampleMetrics | None = None,
     seed: int = 0,
     ckpt: str | Path | None = None,
     export: dict | None = None,
 ) -> dict:
-    """Run ``mode`` (``train``, ``sample``, ``likelihood`` or ``all``) and return the metrics.
+    """Run ``mode`` (``train``, ``sample``, ``likelihood``, ``all``, or ``evaluate``: sample,
+    likelihood and sample quality without training) and return the metrics.
 
     ``trainer.model`` is the score model; it is trained to ``steps`` (resuming from the trainer's
     checkpoints, or from ``ckpt``), then sampled with ``solver`` and evaluated with the EMA
@@ -214,6 +309,7 @@ def run(
                 solver=solver,
                 sampling=sampling,
                 likelihood=likelihood,
+                quality=quality,
                 seed=seed,
                 device=device,
             )
@@ -233,27 +329,32 @@ def evaluate(
     solver: sg.Solver | None = None,
     sampling: Sampling | None = None,
     likelihood: Likelihood | None = None,
+    quality: SampleMetrics | None = None,
     seed: int = 0,
     device=None,
 ) -> dict:
-    """Sample (modes ``sample``, ``all``: ``samples.pt``, ``samples.png``) and measure the test
-    likelihood (modes ``likelihood``, ``all``) of the score model ``model`` as it is, in eval
-    mode; returns the metrics. Noise comes from seeds ``seed + 10`` (samples) and ``seed + 11``
-    (likelihood), chunk by chunk, so the results do not depend on the number of processes."""
+    """Sample (modes ``sample``, ``all``, ``evaluate``: ``samples.pt``, ``samples.png``, and the
+    sample-quality figures of ``quality``) and measure the test likelihood (modes ``likelihood``,
+    ``all``, ``evaluate``) of the score model ``model`` as it is, in eval mode; returns the
+    metrics. Noise comes from seeds ``seed + 10`` (samples), ``seed + 11`` (likelihood) and
+    ``seed + 12`` (KID's subsets), chunk by chunk, so the results do not depend on the number of
+    processes."""
     sampling = sampling if sampling is not None else Sampling(T=sde.T)
     likelihood = likelihood if likelihood is not None else Likelihood(T=sde.T)
     out_dir = Path(out_dir)
     images = isinstance(data, sg.ImageData)
+    quality = quality if quality is not None else SampleMetrics(enabled=False)
     metrics: dict = {}
     model.eval()
     with torch.no_grad():
-        if mode in ("sample", "all"):
+        if mode in ("sample", "all", "evaluate"):
             solver = solver if solver is not None else sg.PredictorCorrector(steps=1000)
             start = time.perf_counter()
+            num = max(sampling.num, quality.count(data, sampling.num)) if quality.enabled else sampling.num
             res = sg.generate_samples(
                 sde,
                 model,
-                sampling.num,
+                num,
                 data.train.shape[1:],
                 solver,
                 seed=seed + 10,
@@ -265,8 +366,13 @@ def evaluate(
             metrics["sample_seconds"] = time.perf_counter() - start
             metrics["sample_nfe"] = res["nfe"]
             if sg.distributed.is_main_process():
-                save_samples(res["samples"], data, out_dir)
-        if mode in ("likelihood", "all"):
+                save_samples(res["samples"], data, out_dir, picture=sampling.num)
+            if quality.enabled:
+                start = time.perf_counter()
+                scored = res["samples"][: quality.count(data, sampling.num)]
+                metrics.update(quality(scored, data, seed=seed + 12))
+                metrics["metrics_seconds"] = time.perf_counter() - start
+        if mode in ("likelihood", "all", "evaluate"):
             metrics.update(evaluate_likelihood(sde, model, data, likelihood, seed=seed + 11, device=device))
     return metrics
 
@@ -337,11 +443,12 @@ class HistoryFile(sg.Callback):
         os.replace(tmp, self.path)
 
 
-def save_samples(x: torch.Tensor, data, out_dir: Path) -> None:
-    """``samples.pt`` and a picture: an image grid, or 2-D samples over the data density."""
+def save_samples(x: torch.Tensor, data, out_dir: Path, picture: int | None = None) -> None:
+    """``samples.pt`` and a picture of the first ``picture`` (default all): an image grid, or 2-D
+    samples over the data density."""
     torch.save(x, out_dir / "samples.pt")
     if isinstance(data, sg.ImageData):
-        sg.save_image_grid(x, out_dir / "samples.png")
+        sg.save_image_grid(x[:picture], out_dir / "samples.png")
     elif x.shape[1] == 2:
         sg.save_samples_2d(
             x,

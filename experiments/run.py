@@ -48,6 +48,7 @@ class Mode(Enum):
     sample = "sample"
     likelihood = "likelihood"
     all = "all"
+    evaluate = "evaluate"
 
 
 @dataclass
@@ -96,6 +97,16 @@ class LikelihoodConfig:
 
 
 @dataclass
+class MetricsConfig:
+    _target_: str = MISSING
+    num: int | None = MISSING
+    extractor: str = MISSING
+    k: int = MISSING
+    kid_subsets: int = MISSING
+    enabled: bool = MISSING
+
+
+@dataclass
 class LoggerConfig:
     name: str = MISSING
     project: str = "sde_gen"
@@ -122,6 +133,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
     likelihood: LikelihoodConfig = field(default_factory=LikelihoodConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     mode: Mode = MISSING
     seed: int = MISSING
@@ -230,6 +242,7 @@ class Built:
     sampling: pipeline.Sampling
     likelihood: pipeline.Likelihood
     heldout: pipeline.HeldoutEval
+    quality: pipeline.SampleMetrics
 
 
 TOY = ("gmm8", "checkerboard", "moons", "swissroll", "rings")
@@ -338,7 +351,23 @@ def build(cfg: DictConfig, out_dir: Path | None = None, device: torch.device | N
         sampling=build_node(cfg, "sample", T=sde.T),
         likelihood=build_node(cfg, "likelihood", T=sde.T),
         heldout=heldout,
+        quality=build_quality(cfg, data),
     )
+
+
+def build_quality(cfg: DictConfig, data) -> pipeline.SampleMetrics:
+    """The sample-quality settings; their feature network is built here, before any work (the
+    digits classifier trains once and is cached; Inception needs its local weights file)."""
+    quality = build_node(cfg, "metrics")
+    mode = cfg.mode.value if isinstance(cfg.mode, Mode) else str(cfg.mode)
+    if quality.enabled and isinstance(data, sg.ImageData) and mode in ("sample", "all", "evaluate"):
+        try:
+            quality.features(data)
+        except (FileNotFoundError, ValueError) as e:
+            raise _bad(
+                "metrics.extractor", cfg.metrics.extractor, f"{e} (metrics.enabled=false skips them)"
+            ) from e
+    return quality
 
 
 def _is_exported(ckpt) -> bool:
@@ -349,12 +378,12 @@ def _build_exported(cfg: DictConfig, data, solver, device) -> Built:
     """``ckpt=model.safetensors``: the model and its SDE come from the file (:func:`sg.load_model`),
     the data, solver and evaluation settings from the config."""
     mode = cfg.mode.value if isinstance(cfg.mode, Mode) else str(cfg.mode)
-    if mode not in ("sample", "likelihood"):
+    if mode not in ("sample", "likelihood", "evaluate"):
         raise _bad(
             "mode",
             mode,
-            "sample or likelihood with an exported model (ckpt=*.safetensors holds the EMA weights, "
-            "not a training state; continue training from a checkpoints/ckpt_XXXXXXXX.pt)",
+            "sample, likelihood or evaluate with an exported model (ckpt=*.safetensors holds the EMA "
+            "weights, not a training state; continue training from a checkpoints/ckpt_XXXXXXXX.pt)",
         )
     model = sg.load_model(cfg.ckpt, device=device)
     shape = model.recipe.get("data", {}).get("shape")
@@ -374,6 +403,7 @@ def _build_exported(cfg: DictConfig, data, solver, device) -> Built:
         sampling=build_node(cfg, "sample", T=model.sde.T),
         likelihood=build_node(cfg, "likelihood", T=model.sde.T),
         heldout=pipeline.HeldoutEval(),
+        quality=build_quality(cfg, data),
     )
 
 
@@ -401,6 +431,13 @@ SUMMARY_KEYS = (
     "test_nll_nats",
     "test_nll_nats_se",
     "kl_gap_nats",
+    "fd",
+    "fd_reference",
+    "kid",
+    "precision",
+    "recall",
+    "energy_distance",
+    "energy_distance_reference",
     "likelihood_nfe",
     "sample_nfe",
     "final_loss",
@@ -521,7 +558,7 @@ def execute(cfg: DictConfig, out_dir: str | Path | None = None) -> dict:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     built = build(cfg, out_dir, device)
-    if mode in ("sample", "likelihood") and cfg.ckpt is None:
+    if mode in ("sample", "likelihood", "evaluate") and cfg.ckpt is None:
         if not (ckpt_dir.is_dir() and any(ckpt_dir.glob("ckpt_*.pt"))):
             raise _bad("mode", mode, f"needs ckpt=PATH or a trained run in hydra.run.dir (no {ckpt_dir})")
     notice = preset_notice(choices)
@@ -560,6 +597,7 @@ def execute(cfg: DictConfig, out_dir: str | Path | None = None) -> dict:
         solver=built.solver,
         sampling=built.sampling,
         likelihood=built.likelihood,
+        quality=built.quality,
         seed=cfg.seed,
     )
     try:

@@ -1,7 +1,7 @@
 """sde_gen: score-based generative modelling in continuous time (Song et al. 2021) in PyTorch."""
 
 from . import _checks as checks  # argument checks that name the argument, for code built on sde_gen
-from . import distributed
+from . import distributed, metrics
 from .bpd import bits_per_dim, dequantized_bpd, evaluate_bpd
 from .data import (
     ImageData,
@@ -35,6 +35,20 @@ from .losses import (
     dsm_loss,
     likelihood_weighting,
     std2_weighting,
+)
+from .metrics import (
+    KID,
+    DigitsClassifier,
+    FeatureExtractor,
+    InceptionFeatures,
+    PrecisionRecall,
+    classifier_scores,
+    feature_metrics,
+    frechet_distance,
+    image_metrics,
+    kernel_distance,
+    precision_recall,
+    reference_metrics,
 )
 from .nets import MLP, GaussianFourierEmbedding, SinusoidalEmbedding, UNet
 from .oracle import GaussianMixture, energy_distance
@@ -95,6 +109,8 @@ __all__ = [
     "save_samples_2d", "save_loss_curve", "MLP", "UNet", "GaussianFourierEmbedding",
     "SinusoidalEmbedding", "load_dataset", "VectorData", "ImageData", "LevelTransform", "dequantized_bpd",
     "mixture_entropy", "gmm8", "distributed", "checks", "save_model", "load_model",
-    "read_model_metadata",
+    "read_model_metadata", "metrics", "frechet_distance", "kernel_distance", "KID", "precision_recall",
+    "PrecisionRecall", "FeatureExtractor", "DigitsClassifier", "InceptionFeatures", "classifier_scores",
+    "feature_metrics", "image_metrics", "reference_metrics",
 ]
 # fmt: on

@@ -290,7 +290,7 @@ def _cases() -> list[Case]:
             "cfg-mode-unknown",
             "mode=foo",
             Compose,
-            r"mode=foo.*Invalid value 'foo', expected one of \[train, sample, likelihood, all\]",
+            r"mode=foo.*Invalid value 'foo', expected one of \[train, sample, likelihood, all, evaluate\]",
         ),
         cli(
             "cfg-unknown-key",

@@ -183,11 +183,12 @@ def test_run_py_same_seed_same_samples_and_bits_per_dim(tmp_path):
 
     ma, sa, pa, da = job("a", 7)
     mb, sb, pb, db = job("bb", 7)
-    assert sa.shape == (8, 1, 8, 8) and torch.isfinite(sa).all()
+    # sample.num=8 for the picture; as many as the 300 held-out images for the quality metrics.
+    assert sa.shape == (300, 1, 8, 8) and torch.isfinite(sa).all()
     assert torch.equal(sa, sb)
     assert (da / "samples.pt").read_bytes() == (db / "samples.pt").read_bytes()
     assert pa.keys() == pb.keys() and all(torch.equal(pa[k], pb[k]) for k in pa)
-    for key in ("test_bpd", "test_bpd_se", "likelihood_nfe", "sample_nfe", "final_loss", "step"):
+    for key in ("test_bpd", "test_bpd_se", "likelihood_nfe", "sample_nfe", "final_loss", "step", "fd", "kid"):
         assert ma[key] == mb[key], (key, ma[key], mb[key])
     assert 0.5 < ma["test_bpd"] < 30
     assert (da / "history.json").read_text() == (db / "history.json").read_text()

@@ -160,7 +160,9 @@ def test_run_py_samples_an_exported_model_and_refuses_to_train_it(tmp_path):
         with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
             return compose("config", overrides=["experiment=gmm8", f"ckpt={model_file}", *overrides])
 
-    with pytest.raises(run_script.ConfigError, match=r"^mode='all' is not allowed: sample or likelihood"):
+    with pytest.raises(
+        run_script.ConfigError, match=r"^mode='all' is not allowed: sample, likelihood or evaluate"
+    ):
         run_script.build(cfg())
     with pytest.raises(run_script.ConfigError, match=r"^data='digits' is not allowed: data of the exported"):
         run_script.build(cfg("mode=sample", "data=digits", "model=unet_digits", "likelihood.n=null"))

@@ -126,6 +126,13 @@ def test_digits_images_bits_per_dim_and_grid(tmp_path):
     assert 0.5 < metrics["test_bpd"] < 30
     assert metrics["likelihood_divergence"] == "hutchinson x1"  # the preset's setting reaches the pipeline
     assert metrics["sample_nfe"] == 3 + 1  # 3 Euler-Maruyama steps and the denoising step
+    # Sample quality in the digits classifier's features, beside its reference floor (the held-out
+    # images against the training images): an untrained model is far above the floor.
+    for key in ("fd", "kid", "kid_se", "precision", "recall"):
+        assert math.isfinite(metrics[key]) and math.isfinite(metrics[f"{key}_reference"]), key
+    assert 0 < metrics["fd_reference"] < metrics["fd"]
+    assert metrics["precision_reference"] > 0.5 and metrics["classifier_test_accuracy"] > 0.95
+    assert torch.load(tmp_path / "samples.pt").shape[0] == 300  # as many as the held-out set
     grid = matplotlib.image.imread(tmp_path / "samples.png")
     # 16 images of 8x8 in a 4x4 grid with 1-pixel white pads: 37x37, possibly enlarged k times.
     k = grid.shape[0] // 37
