@@ -574,12 +574,12 @@ def test_cifar10_reads_python2_pickles_and_fortran_arrays(tmp_path):
     rng = np.random.default_rng(3)
     data = rng.integers(0, 256, (3, 3072)).astype(np.uint8)
     (tmp_path / "py2").write_bytes(_py2_batch(data, [3, 0, 9]))
-    x, y = D.images._read_cifar_batch(tmp_path / "py2")
+    x, y = D.cifar10._read_cifar_batch(tmp_path / "py2")
     assert np.array_equal(x.reshape(3, -1), data) and y.tolist() == [3, 0, 9] and y.dtype == np.int64
     for protocol in (2, 5):
         batch = {b"data": np.asfortranarray(data), b"labels": np.array([1, 2, 3], dtype=">i2")}
         (tmp_path / "f").write_bytes(pickle.dumps(batch, protocol=protocol))
-        x, y = D.images._read_cifar_batch(tmp_path / "f")
+        x, y = D.cifar10._read_cifar_batch(tmp_path / "f")
         assert np.array_equal(x.reshape(3, -1), data) and y.tolist() == [1, 2, 3]
 
 
@@ -622,7 +622,7 @@ def test_cifar10_hostile_pickles_are_refused_in_bounded_memory(tmp_path, case):
     payload, match = _HOSTILE_PICKLES[case]
     p = tmp_path / "test_batch"
     p.write_bytes(payload)
-    e = _raises_in_bounded_memory(lambda: D.images._read_cifar_batch(p), ValueError, match)
+    e = _raises_in_bounded_memory(lambda: D.cifar10._read_cifar_batch(p), ValueError, match)
     assert str(e).startswith(f"{p}: not a CIFAR-10 python batch")
 
 
@@ -671,14 +671,14 @@ def test_cifar10_truncated_large_and_long_files(tmp_path, monkeypatch):
     for cut in (0, 1, 10, len(good) // 2, len(good) - 1):
         p.write_bytes(good[:cut])
         with pytest.raises(ValueError, match=rf"^{re.escape(str(p))}: not a CIFAR-10 python batch"):
-            D.images._read_cifar_batch(p)
+            D.cifar10._read_cifar_batch(p)
     p.write_bytes(good)
-    assert D.images._read_cifar_batch(p)[1].tolist() == [0, 1]
+    assert D.cifar10._read_cifar_batch(p)[1].tolist() == [0, 1]
     with pytest.raises(ValueError, match=rf"^{re.escape(str(p))}: {len(good)} bytes, over the limit of 100"):
-        D.images._read_cifar_batch(p, max_bytes=100)
-    monkeypatch.setattr(D.images, "PICKLE_MAX_OPS", 20)
+        D.cifar10._read_cifar_batch(p, max_bytes=100)
+    monkeypatch.setattr(D.cifar10, "PICKLE_MAX_OPS", 20)
     with pytest.raises(ValueError, match=r"corrupt pickle: more than 20 opcodes"):
-        D.images._read_cifar_batch(p)
+        D.cifar10._read_cifar_batch(p)
 
 
 # -- training data tensors --------------------------------------------------------------------------

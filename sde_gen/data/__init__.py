@@ -8,12 +8,12 @@ read from local files.
 
 from __future__ import annotations
 
+from .cifar10 import load_cifar10
 from .images import (
     CIFAR10_FILES,
     IMAGE_DATASETS,
     MNIST_FILES,
     ImageData,
-    load_cifar10,
     load_digits,
     load_images,
     load_mnist,
