@@ -189,8 +189,13 @@ class HeldoutEval:
         self.n = check_int("n", n, low=1)
         self.rtol = check_positive("rtol", rtol)
 
-    def callback(self, sde, data, loss_fn, *, seed: int, out_dir: Path | None) -> sg.PeriodicEval | None:
-        """The trainer callback, or ``None`` when ``every`` is ``None``."""
+    def callback(
+        self, sde, data, loss_fn, *, seed: int, out_dir: Path | None, quality: SampleMetrics | None = None
+    ) -> sg.PeriodicEval | None:
+        """The trainer callback, or ``None`` when ``every`` is ``None``. With ``quality`` enabled,
+        the 64 samples of the picture are also scored: ``eval_fd`` (images, the Fréchet distance to
+        the training images in ``quality``'s features) or ``eval_energy_distance`` (vector data, to
+        64 held-out points); over 64 samples these are noisier and larger than the final figures."""
         if self.every is None:
             return None
         images = isinstance(data, sg.ImageData)
@@ -202,6 +207,7 @@ class HeldoutEval:
             else data.test[:n]
         )
         quick = sg.ProbabilityFlow(rtol=self.rtol, atol=self.rtol)
+        cache: dict = {}  # the training images' features, computed once
 
         def eval_fn(trainer):
             gen = torch.Generator().manual_seed(seed + 21)  # the same t and noise at every evaluation
@@ -229,6 +235,18 @@ class HeldoutEval:
                         denoise=images,
                         device=trainer.device,
                     )
+                if quality is not None and quality.enabled:
+                    xs_cpu = xs.detach().cpu()
+                    if images:
+                        feats = quality.features(data)
+                        if "train" not in cache:
+                            cache["train"] = feats(data.train)
+                        metrics["eval_fd"] = sg.frechet_distance(cache["train"], feats(xs_cpu))
+                    else:
+                        ref = data.test[: xs_cpu.shape[0]].double().reshape(xs_cpu.shape[0], -1)
+                        metrics["eval_energy_distance"] = sg.energy_distance(
+                            xs_cpu.double().reshape(ref.shape), ref
+                        )
                 path = out_dir / f"samples_step{trainer.step:08d}.png"
                 if images:
                     sg.save_image_grid(xs, path)

@@ -360,7 +360,8 @@ def build_quality(cfg: DictConfig, data) -> pipeline.SampleMetrics:
     digits classifier trains once and is cached; Inception needs its local weights file)."""
     quality = build_node(cfg, "metrics")
     mode = cfg.mode.value if isinstance(cfg.mode, Mode) else str(cfg.mode)
-    if quality.enabled and isinstance(data, sg.ImageData) and mode in ("sample", "all", "evaluate"):
+    scored = mode in ("sample", "all", "evaluate") or cfg.train.eval_every is not None
+    if quality.enabled and isinstance(data, sg.ImageData) and scored:
         try:
             quality.features(data)
         except (FileNotFoundError, ValueError) as e:
@@ -533,7 +534,7 @@ def callbacks_for(cfg: DictConfig, built: Built, out_dir: Path, main_process: bo
         else:
             callbacks.append(sg.ProgressBar(cfg.train.steps, enabled=cfg.progress))
     periodic = built.heldout.callback(
-        built.sde, built.data, built.trainer.loss_fn, seed=cfg.seed, out_dir=out_dir
+        built.sde, built.data, built.trainer.loss_fn, seed=cfg.seed, out_dir=out_dir, quality=built.quality
     )
     if periodic is not None:
         callbacks.append(periodic)

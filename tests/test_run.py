@@ -420,6 +420,9 @@ def test_wandb_callback_logs_what_the_dashboard_shows(tmp_path, monkeypatch):
     assert held_out["train/step"] == 2 and 0 < held_out["eval/heldout_loss"] < 1e3
     # Periodic evaluation also measures test bits/dim on the held-out batch and draws samples.
     assert 0 < held_out["eval/eval_bpd"] < 20
+    # ... and scores the picture's 64 samples in the classifier's features (an untrained model: far
+    # above the final figure's floor).
+    assert held_out["eval/eval_fd"] > metrics["fd_reference"]
     assert (tmp_path / "samples_step00000002.png").stat().st_size > 1000
     final = run.rows[-1]
     assert (
