@@ -49,7 +49,7 @@ MODES = ("train", "sample", "likelihood", "all", "evaluate")
 
 class Sampling:
     """What mode ``sample`` draws: ``num`` samples down to time ``eps`` (images denoised with
-    Tweedie's formula), in chunks of ``batch_size``, with ``T`` the SDE's end time."""
+    Tweedie's formula; chunks of ``likelihood.batch_size``), with ``T`` the SDE's end time."""
 
     def __init__(self, num: int = 64, eps: float = 1e-3, *, T: float = 1.0):
         self.num = check_int("num", num, low=1)
@@ -126,6 +126,7 @@ class SampleMetrics:
             raise TypeError(f"enabled must be a bool, got {enabled!r}")
         self.enabled = enabled
         self._features = None
+        self._train_features = None
 
     def count(self, data, drawn: int) -> int:
         """How many samples are scored: ``num``, else as many as the held-out set for images and
@@ -143,12 +144,18 @@ class SampleMetrics:
             self._features = sg.InceptionFeatures() if kind == "inception" else sg.DigitsClassifier(data)
         return self._features
 
+    def train_features(self, data) -> torch.Tensor:
+        """The training images' features, computed once."""
+        if self._train_features is None:
+            self._train_features = self.features(data)(data.train)
+        return self._train_features
+
     def __call__(self, samples: torch.Tensor, data, *, seed: int) -> dict:
         """The figures of ``samples`` and their references, as a flat dict."""
         g = torch.Generator().manual_seed(seed)
         if isinstance(data, sg.ImageData):
             feats = self.features(data)
-            train = feats(data.train)
+            train = self.train_features(data)
             kw = dict(kid_subsets=self.kid_subsets, k=self.k)
             model = sg.feature_metrics(train, feats(samples), generator=g, **kw)
             ref = sg.feature_metrics(
@@ -207,7 +214,6 @@ class HeldoutEval:
             else data.test[:n]
         )
         quick = sg.ProbabilityFlow(rtol=self.rtol, atol=self.rtol)
-        cache: dict = {}  # the training images' features, computed once
 
         def eval_fn(trainer):
             gen = torch.Generator().manual_seed(seed + 21)  # the same t and noise at every evaluation
@@ -238,10 +244,8 @@ class HeldoutEval:
                 if quality is not None and quality.enabled:
                     xs_cpu = xs.detach().cpu()
                     if images:
-                        feats = quality.features(data)
-                        if "train" not in cache:
-                            cache["train"] = feats(data.train)
-                        metrics["eval_fd"] = sg.frechet_distance(cache["train"], feats(xs_cpu))
+                        fake = quality.features(data)(xs_cpu)
+                        metrics["eval_fd"] = sg.frechet_distance(quality.train_features(data), fake)
                     else:
                         ref = data.test[: xs_cpu.shape[0]].double().reshape(xs_cpu.shape[0], -1)
                         metrics["eval_energy_distance"] = sg.energy_distance(

@@ -89,7 +89,8 @@ def save_atomic(obj, path: str | os.PathLike) -> Path:
 
 
 def _upgrade(state: dict) -> dict:
-    """A checkpoint of sde_gen 0.1 (data order at the top level) in the current layout."""
+    """A checkpoint of sde_gen 0.1 in the current layout: the data order moves under ``"data"``,
+    and an EMA without warm-up fields gets ``warmup=False`` and one update per step."""
     if "data" not in state and {"data_gen", "perm", "pos"} <= set(state):
         state = dict(state)
         state["data"] = {
@@ -97,6 +98,9 @@ def _upgrade(state: dict) -> dict:
             "perm": state.pop("perm"),
             "pos": state.pop("pos"),
         }
+    ema = state.get("ema")
+    if isinstance(ema, dict) and "num_updates" not in ema and "step" in state:
+        state = {**state, "ema": {**ema, "warmup": False, "num_updates": state["step"]}}
     return state
 
 

@@ -316,10 +316,7 @@ class Trainer:
         if self.ema is not None and state["ema"] is None:  # trained without an EMA: start one here
             self.ema = EMA(self.model, self.ema.decay, warmup=self.ema.warmup)
         elif self.ema is not None:
-            ema = dict(state["ema"])
-            if "num_updates" not in ema:  # sde_gen 0.1: no warm-up, one update per step
-                ema["num_updates"] = state["step"]
-            self.ema.load_state_dict(ema)
+            self.ema.load_state_dict(state["ema"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.data.load_state_dict(state["data"])
         self.noise_gen.set_state(state["noise_gen"])
