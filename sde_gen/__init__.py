@@ -51,19 +51,25 @@ from .metrics import (
     reference_metrics,
 )
 from .nets import MLP, GaussianFourierEmbedding, SinusoidalEmbedding, UNet
+from .noise import KeyedNoise
 from .oracle import GaussianMixture, energy_distance
 from .reverse import ProbabilityFlowODE, ReverseSDE, ScoreCheck
 from .sampling import SampleResult, encode, sample
 from .score import PARAMETERIZATIONS, ScoreModel
 from .sde import SDE, VESDE, VPSDE, KernelCoefficients, LinearSDE, SubVPSDE
+from .sde_schedules import EDMSDE, CosineVPSDE
 from .solvers import (
     CORRECTORS,
+    DDIM,
+    IPNDM,
     PREDICTORS,
     AncestralPredictor,
     AnnealedLangevin,
     Corrector,
+    DPMSolverPlusPlus,
     EulerMaruyama,
     EulerMaruyamaPredictor,
+    Heun,
     Langevin,
     NoCorrector,
     Predictor,
@@ -74,6 +80,7 @@ from .solvers import (
     StepInfo,
     StepOutput,
     SteppingSolver,
+    UniPC,
 )
 from .training import (
     EMA,
@@ -94,12 +101,14 @@ __version__ = "0.1.0"
 
 # fmt: off
 __all__ = [
-    "SDE", "VPSDE", "SubVPSDE", "VESDE", "LinearSDE", "KernelCoefficients", "ReverseSDE",
+    "SDE", "VPSDE", "SubVPSDE", "VESDE", "LinearSDE", "CosineVPSDE", "EDMSDE", "KernelCoefficients",
+    "ReverseSDE",
     "ProbabilityFlowODE", "ScoreCheck", "Solver", "SteppingSolver", "StepInfo", "StepOutput",
-    "EulerMaruyama", "PredictorCorrector", "ProbabilityFlow", "Predictor", "Corrector",
+    "EulerMaruyama", "PredictorCorrector", "ProbabilityFlow", "Heun", "IPNDM", "DDIM",
+    "DPMSolverPlusPlus", "UniPC", "Predictor", "Corrector",
     "EulerMaruyamaPredictor", "ReverseDiffusionPredictor", "AncestralPredictor", "Langevin",
     "AnnealedLangevin", "NoCorrector", "PREDICTORS", "CORRECTORS", "sample", "encode",
-    "SampleResult", "log_likelihood", "LikelihoodResult", "bits_per_dim", "exact_divergence",
+    "SampleResult", "KeyedNoise", "log_likelihood", "LikelihoodResult", "bits_per_dim", "exact_divergence",
     "hutchinson_divergence", "GaussianMixture", "energy_distance", "dsm_loss", "ImportanceSampler",
     "WEIGHTINGS", "DSMLoss", "UniformTime", "std2_weighting", "likelihood_weighting", "ScoreModel",
     "PARAMETERIZATIONS", "Trainer", "Batches", "EMA", "WarmupCosine", "Checkpoints", "NonFinite",

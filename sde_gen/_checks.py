@@ -31,12 +31,15 @@ def check_positive(name: str, value) -> float:
     return value
 
 
-def check_int(name: str, value, *, low: int, high: int | None = None, why: str = "") -> int:
-    """An integer ``>= low`` and, with ``high``, ``<= high`` (``why`` says why; bools are refused)."""
+def check_int(
+    name: str, value, *, low: int, high: int | None = None, why: str = "", low_why: str = ""
+) -> int:
+    """An integer ``>= low`` and, with ``high``, ``<= high`` (``low_why`` and ``why`` say why the
+    lower and upper bounds; bools are refused)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an int, got {value!r} ({type(value).__name__})")
     if value < low:
-        raise ValueError(f"{name} must be >= {low}, got {value!r}")
+        raise ValueError(f"{name} must be >= {low}{f' ({low_why})' if low_why else ''}, got {value!r}")
     if high is not None and value > high:
         raise ValueError(f"{name} must be <= {high}{f' ({why})' if why else ''}, got {value!r}")
     return int(value)

@@ -23,6 +23,7 @@ import torch
 from .nets import MLP, UNet
 from .score import PARAMETERIZATIONS, ScoreModel
 from .sde import VESDE, VPSDE, SubVPSDE
+from .sde_schedules import EDMSDE, CosineVPSDE
 from .training.checkpoint import CheckpointError
 
 __all__ = ["save_model", "load_model", "read_model_metadata", "TARGETS", "FORMAT"]
@@ -32,6 +33,8 @@ TARGETS = {
     "sde_gen.VPSDE": VPSDE,
     "sde_gen.SubVPSDE": SubVPSDE,
     "sde_gen.VESDE": VESDE,
+    "sde_gen.CosineVPSDE": CosineVPSDE,
+    "sde_gen.EDMSDE": EDMSDE,
     "sde_gen.MLP": MLP,
     "sde_gen.UNet": UNet,
 }

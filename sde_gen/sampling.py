@@ -9,7 +9,8 @@ import torch
 
 from ._checks import ScoreCheck, check_eps, check_finite, check_sde, check_tensor
 from ._utils import time_vector
-from .sde import _check_shape
+from .noise import KeyedNoise
+from .sde import _check_shape, _GaussianPriorMixin
 from .solvers.base import Solver, StepInfo
 from .solvers.ode import ProbabilityFlow
 
@@ -18,10 +19,12 @@ __all__ = ["sample", "encode", "SampleResult"]
 
 @dataclass
 class SampleResult:
-    """Samples at ``t = eps`` (or their denoised means), and the score evaluations used."""
+    """Samples at ``t = eps`` (or their denoised means), the score evaluations used, and the time
+    grid the solver stepped on (float64, from ``T`` to ``eps``; ``None`` for adaptive solvers)."""
 
     x: torch.Tensor
     nfe: int
+    grid: torch.Tensor | None = None
 
 
 def sample(
@@ -31,7 +34,7 @@ def sample(
     solver: Solver,
     *,
     eps: float = 1e-3,
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | KeyedNoise | None = None,
     callback: Callable[[StepInfo], None] | None = None,
     x_T: torch.Tensor | None = None,
     denoise: bool = False,
@@ -47,7 +50,9 @@ def sample(
         solver: :class:`EulerMaruyama`, :class:`PredictorCorrector`, :class:`ProbabilityFlow`
             or any :class:`Solver`.
         eps: the final time, in ``(0, T)``.
-        generator: the source of all randomness (prior draw and solver noise).
+        generator: the source of all randomness (prior draw and solver noise): a
+            ``torch.Generator``, or a :class:`KeyedNoise`, with which each sample's noise depends on
+            its index and the seed only, not on the batch (see :func:`_keyed_prior`).
         callback: called after every step with a :class:`StepInfo`.
         x_T: start here instead of a prior draw (shape ``shape``); e.g. to decode latents.
         denoise: return Tweedie's ``E[x_0 | x_eps]`` instead of the sample of p_eps.
@@ -65,9 +70,18 @@ def sample(
     shape = _check_shape(shape)
     if callback is not None and not callable(callback):
         raise TypeError(f"callback must be callable as callback(info) or None, got {callback!r}")
-    if generator is not None and not isinstance(generator, torch.Generator):
-        raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
-    if x_T is None:
+    if generator is not None and not isinstance(generator, (torch.Generator, KeyedNoise)):
+        kind = type(generator).__name__
+        raise TypeError(
+            f"generator must be a torch.Generator or None, got {kind} (or an sde_gen.KeyedNoise, "
+            "for noise keyed per sample)"
+        )
+    keyed = isinstance(generator, KeyedNoise)
+    if keyed:
+        generator = generator.restarted()  # a fresh count of draws for every call
+    if x_T is None and keyed:
+        x = _keyed_prior(sde, shape, generator, dtype, device)
+    elif x_T is None:
         x = sde.prior_sample(shape, generator=generator, dtype=dtype, device=device)
     else:
         x = check_tensor("x_T", x_T)
@@ -77,8 +91,10 @@ def sample(
             raise TypeError(f"x_T has dtype {x.dtype}, but dtype={dtype}; pass one or make them agree")
         if device is not None and x.device != torch.device(device):
             raise ValueError(f"x_T is on {x.device}, but device={device}; pass one or make them agree")
-    if generator is not None and generator.device.type != x.device.type:
+    if isinstance(generator, torch.Generator) and generator.device.type != x.device.type:
         raise ValueError(f"generator is on {generator.device}, but the samples are on {x.device}")
+    if keyed:
+        generator.draw = 1  # draw 0 is the prior's, whether or not x_T is given
     score = ScoreCheck(score_fn)
     bar = None
     if progress:
@@ -102,7 +118,34 @@ def sample(
         with torch.no_grad():
             x = sde.tweedie(x, t, score(x, t))
     check_finite("sample", x)
-    return SampleResult(x, score.nfe) if return_result else x
+    if not return_result:
+        return x
+    grid = solver.grid(sde, sde.T, eps) if hasattr(solver, "grid") else None
+    return SampleResult(x, score.nfe, grid)
+
+
+def _keyed_prior(sde, shape, noise: KeyedNoise, dtype, device) -> torch.Tensor:
+    """The prior draw with keyed noise (draw 0): ``prior_std * z`` with keyed normals for the
+    built-in Gaussian priors; an SDE with its own ``prior_sample`` is called once per sample with a
+    ``torch.Generator`` seeded by :meth:`KeyedNoise.row_seed` (a Python loop over rows, slower; its
+    values then depend on the generator's device type, CPU or CUDA)."""
+    if isinstance(sde, _GaussianPriorMixin) and type(sde).prior_sample is _GaussianPriorMixin.prior_sample:
+        if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+            raise TypeError(
+                f"dtype must be a floating-point torch.dtype (e.g. torch.float32) or None, got {dtype!r}"
+            )
+        return sde.prior_std * noise.normal(shape, draw=0, dtype=dtype, device=device)
+    dev = torch.empty(0, device=device).device
+    rows = [
+        sde.prior_sample(
+            (1,) + shape[1:],
+            generator=torch.Generator(device=dev).manual_seed(noise.row_seed(r, 0)),
+            dtype=dtype,
+            device=device,
+        )
+        for r in range(shape[0])
+    ]
+    return torch.cat(rows)
 
 
 def encode(

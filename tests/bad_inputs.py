@@ -302,13 +302,14 @@ def _cases() -> list[Case]:
             "cfg-solver-unknown",
             "solver=foo",
             Missing,
-            r"Could not find 'solver/foo'.*Available options in 'solver':\s+em\s+ode\s+pc\b",
+            r"Could not find 'solver/foo'.*Available options in 'solver':"
+            r"\s+ddim\s+dpmpp\s+em\s+heun\s+ipndm\s+ode\s+pc\s+unipc\b",
         ),
         cli(
             "cfg-sde-unknown",
             "sde=vpsde",
             Missing,
-            r"Could not find 'sde/vpsde'.*Available options in 'sde':\s+subvp\s+ve\s+vp\b",
+            r"Could not find 'sde/vpsde'.*Available options in 'sde':\s+cosine_vp\s+edm\s+subvp\s+ve\s+vp\b",
         ),
         cli(
             "cfg-ckpt-missing",
@@ -478,6 +479,14 @@ def _cases() -> list[Case]:
             r"^model\.dim=3 is not allowed: null or 2, the dimension of data=gmm8",
             stage="build",
         ),
+        cli(
+            "cfg-cosine-vp-T-beyond-clip",
+            "sde=cosine_vp sde.T=1.0",
+            ConfigError,
+            r"^sde\.T=1\.0 is not allowed: T must be <= 0\.99799\d*, the time where beta\(t\) reaches "
+            r"beta_max=999\.0",
+            stage="build",
+        ),
         # -- SDEs --------------------------------------------------------------------------------------------
         api(
             "vp-beta-min-negative",
@@ -508,6 +517,28 @@ def _cases() -> list[Case]:
             r"^T must be a real number, got '1' \(str\)",
         ),
         api("linear-sde-g-zero", "SDE", "sg.LinearSDE(-1.0, 0.0)", ValueError, r"^g must be > 0, got 0\.0"),
+        api(
+            "cosine-vp-T-one",
+            "SDE",
+            "sg.CosineVPSDE(T=1.0)",
+            ValueError,
+            r"^T must be <= 0\.99799\d*, the time where beta\(t\) reaches beta_max=999\.0 \(beta is "
+            r"infinite at t = 1\), got 1\.0",
+        ),
+        api(
+            "cosine-vp-beta-max-below-beta0",
+            "SDE",
+            "sg.CosineVPSDE(beta_max=0.01)",
+            ValueError,
+            r"^beta_max must be > beta\(0\) = 0\.0388563 .*got 0\.01",
+        ),
+        api(
+            "edm-sigma-max-zero",
+            "SDE",
+            "sg.EDMSDE(sigma_max=0.0)",
+            ValueError,
+            r"^sigma_max must be > 0, got 0\.0",
+        ),
         # -- solvers -----------------------------------------------------------------------------------------
         api(
             "pc-predictor-unknown",
@@ -560,6 +591,95 @@ def _cases() -> list[Case]:
             "sg.Langevin(snr=-0.1)",
             ValueError,
             r"^snr must be > 0, got -0\.1",
+        ),
+        api(
+            "dpmpp-order",
+            "solver",
+            "sg.DPMSolverPlusPlus(steps=10, order=4)",
+            ValueError,
+            r"^order must be one of \[1, 2, 3\] for DPMSolverPlusPlus, got 4",
+        ),
+        api(
+            "dpmpp-too-few-steps",
+            "solver",
+            "sg.DPMSolverPlusPlus(steps=2, order=3)",
+            ValueError,
+            r"^steps must be >= 3 \(order=3 needs 2 lower-order warm-up step\(s\) before one of order 3\), "
+            r"got 2",
+        ),
+        api(
+            "dpmpp-stochastic-order",
+            "solver",
+            "sg.DPMSolverPlusPlus(steps=10, order=3, stochastic=True)",
+            ValueError,
+            r"^order=3 is not available with stochastic=True",
+        ),
+        api(
+            "ddim-eta", "solver", "sg.DDIM(steps=10, eta=-0.5)", ValueError, r"^eta must be >= 0.0, got -0.5"
+        ),
+        api(
+            "unipc-variant",
+            "solver",
+            'sg.UniPC(steps=10, variant="bh3")',
+            ValueError,
+            r"^variant must be one of \['bh1', 'bh2'\], got 'bh3'",
+        ),
+        api(
+            "heun-churn",
+            "solver",
+            "sg.Heun(steps=10, churn=-1.0)",
+            ValueError,
+            r"^churn must be >= 0.0, got -1.0",
+        ),
+        api(
+            "keyed-noise-seed",
+            "sampling",
+            "sg.KeyedNoise(seed=-1)",
+            ValueError,
+            r"^seed must be >= 0, got -1",
+        ),
+        api(
+            "schedule-unknown",
+            "solver",
+            'sg.EulerMaruyama(steps=10, schedule="cosine")',
+            ValueError,
+            r"^schedule must be one of \['time_uniform', 'time_quadratic', 'log_snr', 'edm'.*\] or a 1-D "
+            r"tensor of times, got 'cosine'",
+        ),
+        api(
+            "schedule-not-decreasing",
+            "solver",
+            "sg.EulerMaruyama(schedule=[1.0, 0.5, 0.5, 1e-3])",
+            ValueError,
+            r"^an explicit schedule must decrease strictly .*time 2 \(0\.5\) is not below time 1 \(0\.5\)",
+        ),
+        api(
+            "schedule-2d",
+            "solver",
+            "sg.EulerMaruyama(schedule=torch.ones(2, 3))",
+            ValueError,
+            r"^an explicit schedule must be a 1-D tensor of at least 2 times, got shape \(2, 3\)",
+        ),
+        api(
+            "schedule-nan",
+            "solver",
+            "sg.EulerMaruyama(schedule=[1.0, math.nan, 1e-3])",
+            ValueError,
+            r"^an explicit schedule must hold finite times, got \[1\.0, nan, 0\.001\]",
+        ),
+        api(
+            "schedule-steps-mismatch",
+            "solver",
+            "sg.EulerMaruyama(steps=5, schedule=[1.0, 0.5, 1e-3])",
+            ValueError,
+            r"^steps=5 but the explicit schedule has 3 times \(2 steps\)",
+        ),
+        api(
+            "ode-adaptive-with-schedule",
+            "solver",
+            'sg.ProbabilityFlow("dopri5", schedule="edm")',
+            ValueError,
+            r"^schedule='edm' is only for fixed-grid methods \[.*\]; 'dopri5' is adaptive",
         ),
         # -- sampling ----------------------------------------------------------------------------------------
         api(
@@ -619,6 +739,14 @@ def _cases() -> list[Case]:
             r"^x_T must be a floating-point tensor, got dtype torch\.int64",
         ),
         api(
+            "sample-grid-not-from-T",
+            "sampling",
+            "sg.sample(sde, score, (4, 2), sg.EulerMaruyama(schedule=[0.5, 0.1, 1e-3]))",
+            ValueError,
+            r"^an explicit schedule must run from t_start=1 \(T\) down to t_end=0\.001 \(the end time, "
+            r"eps\), to 1e-9 relative; got times from 0\.5 to 0\.001",
+        ),
+        api(
             "sample-generator-seed",
             "sampling",
             "sg.sample(sde, score, (4, 2), solver, generator=0)",
@@ -659,7 +787,7 @@ def _cases() -> list[Case]:
             "likelihood",
             "sg.log_likelihood(sde, score, x, solver=solver)",
             TypeError,
-            r"^solver must be a ProbabilityFlow, got EulerMaruyama\(steps=2\)",
+            r"^solver must be a ProbabilityFlow, got EulerMaruyama\(schedule='time_uniform', steps=2\)",
         ),
         api(
             "loglik-num-probes-zero",

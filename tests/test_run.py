@@ -114,6 +114,28 @@ def test_every_sde_and_solver_end_to_end(sde, solver, tmp_path):
     assert resolved["model"]["dim"] == 2  # filled in from the data
 
 
+@pytest.mark.parametrize(
+    "solver,steps,nfe",
+    [("ddim", 4, 4), ("dpmpp", 4, 4), ("unipc", 4, 4), ("ipndm", 4, 4), ("heun", 5, 5)],
+)
+def test_fast_samplers_from_the_command_line(solver, steps, nfe, tmp_path):
+    """``solver=dpmpp solver.steps=10`` and the other fast samplers: ``steps`` is the NFE, which
+    metrics.json reports; the grid they stepped on is the schedule of their config."""
+    cfg = cfg_of("experiment=gmm8", "sde=subvp", f"solver={solver}", f"solver.steps={steps}", *TINY)
+    metrics = run_script.execute(cfg, out_dir=tmp_path)
+    assert metrics["sample_nfe"] == nfe
+    built = run_script.build(cfg)
+    assert (
+        type(built.solver).__name__
+        == {"ddim": "DDIM", "dpmpp": "DPMSolverPlusPlus", "unipc": "UniPC", "ipndm": "IPNDM", "heun": "Heun"}[
+            solver
+        ]
+    )
+    assert built.solver.schedule == cfg.solver.schedule
+    samples = torch.load(tmp_path / "samples.pt")
+    assert samples.shape == (16, 2) and torch.isfinite(samples).all()
+
+
 def test_digits_images_bits_per_dim_and_grid(tmp_path):
     import matplotlib.image
 
@@ -457,18 +479,28 @@ def sweep_override_sets(spec: dict) -> list[list[str]]:
     return sets
 
 
+@pytest.fixture(scope="module")
+def digits_model_file(tmp_path_factory):
+    """A (untrained) digits model file, standing in for the model a sampler sweep compares on."""
+    path = tmp_path_factory.mktemp("model") / "model.safetensors"
+    sde = sg.VPSDE()
+    return sg.save_model(path, sg.ScoreModel(sg.UNet.digits(), sde))
+
+
 @pytest.mark.parametrize("path", SWEEPS, ids=[p.stem for p in SWEEPS])
-def test_sweep_parameters_are_valid_overrides(path):
+def test_sweep_parameters_are_valid_overrides(path, digits_model_file):
     spec = yaml.safe_load(path.read_text())
     assert (ROOT / spec["program"]).is_file()
     assert spec["command"][-1] == "${args_no_hyphens}" and "${program}" in spec["command"]
-    assert spec["metric"]["name"] in ("test_bpd", "test_nll_nats")
+    assert spec["metric"]["name"] in ("test_bpd", "test_nll_nats", "fd")
+    if "ckpt" in spec["parameters"]:  # a placeholder the user edits: use a real model file
+        spec["parameters"]["ckpt"] = {"value": str(digits_model_file)}
     for overrides in sweep_override_sets(spec):
         cfg = cfg_of(*overrides)
         run_script.build(cfg)
         for o in overrides:  # each parameter landed where it names
             key, value = o.split("=", 1)
-            if key not in ("sde", "solver", "model", "data", "logger", "experiment"):
+            if key not in ("sde", "solver", "model", "data", "logger", "experiment", "ckpt", "mode"):
                 got = OmegaConf.select(cfg, key)
                 assert str(got) == value or float(got) == float(value), (key, got, value)
 
@@ -486,3 +518,35 @@ def test_a_sweep_run_completes_offline(tmp_path):
     assert list(offline.glob("run-*.wandb"))
     media = sorted(p.name.split("_")[0] for p in (offline / "files" / "media" / "images").rglob("*.png"))
     assert media == ["loss", "samples"]
+
+
+def test_sampler_table_collects_a_sweep(tmp_path):
+    """experiments/sweeps/sampler_table.py: one row per run, sorted by NFE then FD, with the
+    sampler's settings; runs without a config beside them are skipped."""
+    from experiments.sweeps import sampler_table
+
+    runs = {
+        "a": (
+            {"_target_": "sde_gen.DPMSolverPlusPlus", "steps": 10, "order": 2},
+            {"fd": 30.0, "sample_nfe": 10},
+        ),
+        "b": ({"_target_": "sde_gen.DDIM", "steps": 10, "eta": 0.0}, {"fd": 25.0, "sample_nfe": 10}),
+        "c": ({"_target_": "sde_gen.Heun", "steps": 5}, {"fd": 50.0, "sample_nfe": 5}),
+    }
+    for name, (solver, metrics) in runs.items():
+        d = tmp_path / name / "0"
+        d.mkdir(parents=True)
+        (d / "metrics.json").write_text(json.dumps(metrics))
+        (d / "config_resolved.json").write_text(json.dumps({"solver": solver}))
+    (tmp_path / "orphan").mkdir()
+    (tmp_path / "orphan" / "metrics.json").write_text("{}")
+    rows = sampler_table.collect(tmp_path)
+    assert len(rows) == 3
+    lines = sampler_table.table(rows).splitlines()
+    assert [line.split("|")[1].strip() for line in lines[2:]] == [
+        "Heun",
+        "DDIM(eta=0.0)",
+        "DPMSolverPlusPlus(order=2)",
+    ]
+    cells = [c.strip() for c in lines[3].split("|")[1:-1]]
+    assert cells[1] == "25" and cells[-2] == "10" and cells.count("-") == len(sampler_table.COLUMNS) - 2

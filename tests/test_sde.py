@@ -60,28 +60,33 @@ MC_N, MC_STEPS = 20_000, 1000
 
 @functools.cache
 def simulate_forward(name: str):
-    """Euler-Maruyama on dx = f dt + g dW from each row of X0 to each time of MC_TIMES.
+    """Euler-Maruyama on dx = f dt + g dW from each row of X0 to each time of MC_TIMES."""
+    return euler_forward(SDES[name](), MC_TIMES, MC_STEPS, seed=20240517)
 
-    ``MC_N`` particles per starting point; the starting points share their Brownian increments
+
+def euler_forward(sde, marks, steps: int, *, seed: int, n: int = MC_N):
+    """Euler-Maruyama on the forward SDE from each row of X0 to each time of ``marks``, with
+    ``steps`` steps of ``max(marks) / steps``.
+
+    ``n`` particles per starting point; the starting points share their Brownian increments
     (common random numbers), each estimate on its own is an ordinary Monte-Carlo estimate.
     Returns ``{t: [particles (n, 2) for each row of X0]}`` and ``dt``.
     """
-    sde = SDES[name]()
-    gen = torch.Generator().manual_seed(20240517)
-    dt = max(MC_TIMES) / MC_STEPS
-    marks = {round(t / dt): t for t in MC_TIMES}
-    xs = [row.expand(MC_N, 2).clone() for row in X0]
-    tv = torch.empty(MC_N, dtype=F64)
+    gen = torch.Generator().manual_seed(seed)
+    dt = max(marks) / steps
+    at = {round(t / dt): t for t in marks}
+    xs = [row.expand(n, 2).clone() for row in X0]
+    tv = torch.empty(n, dtype=F64)
     out = {}
     with one_thread():
-        for k in range(MC_STEPS):
+        for k in range(steps):
             tv.fill_(k * dt)
             # Normals drawn in float32 (5x faster) and cast: their rounding is far below the MC error.
-            z = torch.randn((MC_N, 2), generator=gen, dtype=torch.float32).to(F64)
+            z = torch.randn((n, 2), generator=gen, dtype=torch.float32).to(F64)
             w = (sde.diffusion(tv) * math.sqrt(dt))[:, None] * z
             xs = [sde.drift(x, tv).mul_(dt).add_(x).add_(w) for x in xs]
-            if k + 1 in marks:
-                out[marks[k + 1]] = xs
+            if k + 1 in at:
+                out[at[k + 1]] = xs
     return out, dt
 
 

@@ -19,6 +19,7 @@ import torch
 from .. import distributed as dist_utils
 from .._checks import check_choice, check_int, check_tensor
 from ..likelihood import log_likelihood
+from ..noise import KeyedNoise
 from ..sampling import sample
 from ..sde import SDE
 from ..solvers.ode import ProbabilityFlow
@@ -135,6 +136,7 @@ def generate_samples(
     device=None,
     out: str | os.PathLike | None = None,
     progress: bool = False,
+    noise: str = "chunk",
 ) -> dict:
     """Draw ``n`` samples of shape ``shape`` (one sample's, e.g. ``(3, 32, 32)``) with
     :func:`sde_gen.sample`, in chunks of ``batch_size``, spread over the ranks under
@@ -142,7 +144,11 @@ def generate_samples(
 
     Chunk ``i`` holds samples ``[i * batch_size, (i + 1) * batch_size)`` and draws its prior sample
     and solver noise from ``chunk_generator(seed, i, "samples", device)``, so the samples depend on
-    ``(seed, batch_size)`` but not on the number of ranks. Each chunk is sampled under
+    ``(seed, batch_size)`` but not on the number of ranks. With ``noise="keyed"`` chunk ``i``
+    draws with ``KeyedNoise(seed, offset=i * batch_size)`` instead: sample ``k``'s noise depends on
+    ``(seed, k)`` only, so the samples depend on neither ``batch_size`` nor the number of ranks,
+    and equal ``sample(..., generator=KeyedNoise(seed))`` of all ``n`` at once (for a score
+    function that treats rows independently). Each chunk is sampled under
     ``torch.no_grad()`` on ``device`` and moved to the CPU; the ranks then exchange one round of
     chunks at a time (at most ``world_size * batch_size`` samples in flight).
 
@@ -161,6 +167,7 @@ def generate_samples(
     shape = _check_sample_shape(shape)
     batch_size = check_int("batch_size", batch_size, low=1)
     seed = _noise_seed(check_int("seed", seed, low=0), None, noisy=True, what="sampling")
+    check_choice("noise", noise, {"chunk", "keyed"})
     if out is not None and not isinstance(out, (str, os.PathLike)):
         raise TypeError(f"out must be a path (str or os.PathLike) or None, got {type(out).__name__}")
     probe = torch.empty(0, dtype=dtype, device=device)  # resolves torch's default dtype and device
@@ -192,7 +199,9 @@ def generate_samples(
                     (size,) + shape,
                     solver,
                     eps=eps,
-                    generator=chunk_generator(seed, i, "samples", device),
+                    generator=KeyedNoise(seed, offset=i * batch_size)
+                    if noise == "keyed"
+                    else chunk_generator(seed, i, "samples", device),
                     denoise=denoise,
                     dtype=dtype,
                     device=device,

@@ -2,6 +2,9 @@
 
 from .base import Solver, StepInfo, StepOutput, SteppingSolver
 from .euler_maruyama import EulerMaruyama
+from .exponential import DDIM, DPMSolverPlusPlus
+from .heun import Heun
+from .ipndm import IPNDM
 from .ode import ADAPTIVE_METHODS, FIXED_METHODS, ProbabilityFlow
 from .predictor_corrector import (
     CORRECTORS,
@@ -16,6 +19,7 @@ from .predictor_corrector import (
     PredictorCorrector,
     ReverseDiffusionPredictor,
 )
+from .unipc import UniPC
 
 __all__ = [
     "Solver",
@@ -23,6 +27,11 @@ __all__ = [
     "StepInfo",
     "StepOutput",
     "EulerMaruyama",
+    "Heun",
+    "IPNDM",
+    "DDIM",
+    "DPMSolverPlusPlus",
+    "UniPC",
     "ProbabilityFlow",
     "ADAPTIVE_METHODS",
     "FIXED_METHODS",

@@ -8,6 +8,7 @@ from torch import nn
 from .._checks import check_choice, check_int, check_positive
 from .._utils import time_vector
 from .base import Solver, StepInfo
+from .grids import check_schedule, time_grid
 
 __all__ = ["ProbabilityFlow", "ADAPTIVE_METHODS", "FIXED_METHODS"]
 
@@ -59,8 +60,10 @@ class ProbabilityFlow(Solver):
     """Solves the probability-flow ODE ``dx/dt = f - g^2 s / 2`` with ``torchdiffeq.odeint``.
 
     ``method`` is any torchdiffeq method: adaptive (``ADAPTIVE_METHODS``, steered by ``rtol`` and
-    ``atol``) or fixed-grid (``FIXED_METHODS``, taking ``steps`` uniform steps). Adaptive steps are
-    clipped so that no step passes the end time. ``order`` is the method's order.
+    ``atol``) or fixed-grid (``FIXED_METHODS``, taking ``steps`` steps on the grid that
+    ``schedule`` names, as the stepping solvers do; an explicit decreasing grid of sampling times
+    is run backwards for the likelihood). Adaptive steps are clipped so that no step passes the
+    end time. ``order`` is the method's order.
     """
 
     def __init__(
@@ -70,8 +73,24 @@ class ProbabilityFlow(Solver):
         atol: float = 1e-5,
         steps: int | None = None,
         options: dict | None = None,
+        schedule="time_uniform",
     ):
         self.method = check_choice("method", method, {**ADAPTIVE_METHODS, **FIXED_METHODS})
+        self.schedule = check_schedule(schedule)
+        if not isinstance(self.schedule, str):
+            if method not in FIXED_METHODS:
+                raise ValueError(
+                    f"an explicit schedule is only for fixed-grid methods {sorted(FIXED_METHODS)}"
+                )
+            n = self.schedule.numel() - 1
+            if steps is not None and steps != n:
+                raise ValueError(f"steps={steps} but the explicit schedule has {n + 1} times ({n} steps)")
+            steps = n
+        elif schedule != "time_uniform" and method not in FIXED_METHODS:
+            raise ValueError(
+                f"schedule={schedule!r} is only for fixed-grid methods {sorted(FIXED_METHODS)}; "
+                f"{method!r} is adaptive and chooses its own steps"
+            )
         self.rtol = check_positive("rtol", rtol)
         self.atol = check_positive("atol", atol)
         if method in FIXED_METHODS:
@@ -91,9 +110,19 @@ class ProbabilityFlow(Solver):
     def adaptive(self) -> bool:
         return self.method in ADAPTIVE_METHODS
 
-    def integrate(self, fn, y0, t_start: float, t_end: float, callback=None):
+    def grid(self, sde, t_start: float, t_end: float) -> torch.Tensor | None:
+        """The fixed grid from ``t_start`` to ``t_end`` (float64), or ``None`` for adaptive methods."""
+        if self.adaptive:
+            return None
+        if isinstance(self.schedule, str):
+            return time_grid(sde, self.schedule, self.steps, t_start, t_end)
+        grid = time_grid(sde, self.schedule, self.steps, max(t_start, t_end), min(t_start, t_end))
+        return grid if t_start >= t_end else grid.flip(0)
+
+    def integrate(self, fn, y0, t_start: float, t_end: float, callback=None, sde=None):
         """Integrate ``dy/dt = fn(y, t_vec)`` from ``t_start`` to ``t_end``; ``y0`` a tensor or a
-        tuple of tensors. Returns ``y`` at ``t_end``."""
+        tuple of tensors. Returns ``y`` at ``t_end``. ``sde`` is needed by the schedules defined
+        through its noise level (``"log_snr"``, ``"edm"``)."""
         from torchdiffeq import odeint
 
         x = y0[0] if isinstance(y0, tuple) else y0
@@ -104,7 +133,7 @@ class ProbabilityFlow(Solver):
             t = torch.tensor([t_start, t_end], dtype=x.dtype, device=x.device)
             options.setdefault("step_t", torch.tensor([t_end], dtype=x.dtype, device=x.device))
         else:
-            t = torch.linspace(t_start, t_end, self.steps + 1, dtype=x.dtype, device=x.device)
+            t = self.grid(sde, t_start, t_end).to(dtype=x.dtype, device=x.device)
         ys = odeint(func, y0, t, rtol=self.rtol, atol=self.atol, method=self.method, options=options)
         out = tuple(y[-1] for y in ys) if isinstance(ys, tuple) else ys[-1]
         func.finish(t_end, out)
@@ -113,9 +142,11 @@ class ProbabilityFlow(Solver):
     def solve(self, sde, score_fn, x, t_start, t_end, *, generator=None, callback=None):
         ode = sde.probability_flow(score_fn)
         with torch.no_grad():
-            x = self.integrate(lambda y, tv: ode.drift(y, tv), x, t_start, t_end, callback)
+            x = self.integrate(lambda y, tv: ode.drift(y, tv), x, t_start, t_end, callback, sde=sde)
         return x, x
 
     def __repr__(self) -> str:
         extra = f", steps={self.steps}" if self.steps is not None else ""
+        if not isinstance(self.schedule, str) or self.schedule != "time_uniform":
+            extra += f", schedule={self.schedule!r}"
         return f"ProbabilityFlow(method={self.method!r}, rtol={self.rtol}, atol={self.atol}{extra})"

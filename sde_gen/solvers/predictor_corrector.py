@@ -181,8 +181,9 @@ class PredictorCorrector(SteppingSolver):
 
     ``predictor`` and ``corrector`` are instances or registered names (``PREDICTORS``,
     ``CORRECTORS``); ``corrector=None`` is ``"none"``. Defaults: reverse-diffusion predictor,
-    :class:`Langevin` corrector with ``snr=0.16``, ``n_steps=1``.
-    Score evaluations: ``steps * (1 + corrector.n_steps)``. Weak order 1 (the predictor's).
+    :class:`Langevin` corrector with ``snr=0.16``, ``n_steps=1``. ``schedule`` as in
+    :class:`~sde_gen.SteppingSolver`. Score evaluations: ``steps * (1 + corrector.n_steps)``.
+    Weak order 1 (the predictor's).
     """
 
     order = 1.0
@@ -192,8 +193,9 @@ class PredictorCorrector(SteppingSolver):
         steps: int = 1000,
         predictor: Predictor | str = "reverse_diffusion",
         corrector: Corrector | str | None = "langevin",
+        schedule="time_uniform",
     ):
-        super().__init__(steps)
+        super().__init__(steps, schedule)
         self.predictor = _resolve("predictor", predictor, PREDICTORS, Predictor)
         self.corrector = _resolve(
             "corrector", "none" if corrector is None else corrector, CORRECTORS, Corrector

@@ -1,0 +1,90 @@
+"""Time grids as data: the times a stepping solver visits, decreasing from ``t_start`` to ``t_end``.
+
+A schedule is a name or an explicit 1-D tensor of times. The named schedules are defined through
+the SDE's noise level ``sigma_hat(t) = std(t) / scale(t)`` (``SDE.sigma_hat``), so they mean the
+same thing for VP, sub-VP, VE and any SDE a user writes:
+
+- ``"time_uniform"``: uniform in ``t``.
+- ``"time_quadratic"``: uniform in ``sqrt(t)``, denser near the data (DPM-Solver, Lu et al. 2022,
+  Sec. 3.3, "time_quadratic").
+- ``"log_snr"``: uniform in the half log-SNR ``lambda = -log sigma_hat`` (Lu et al. 2022, Sec. 3.3).
+- ``"edm"``: ``sigma_hat_i = (s_max^(1/rho) + i/N (s_min^(1/rho) - s_max^(1/rho)))^rho`` with
+  ``rho = 7`` (Karras et al. 2022, Eq. 5).
+"""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = ["SCHEDULES", "time_grid", "check_schedule"]
+
+SCHEDULES = ("time_uniform", "time_quadratic", "log_snr", "edm")
+EDM_RHO = 7.0
+
+
+def check_schedule(schedule):
+    """A schedule name from :data:`SCHEDULES`, or an explicit grid (a strictly decreasing 1-D
+    tensor or sequence of at least two finite times, stored as float64). Raises naming it."""
+    if isinstance(schedule, str):
+        if schedule not in SCHEDULES:
+            raise ValueError(
+                f"schedule must be one of {list(SCHEDULES)} or a 1-D tensor of times, got {schedule!r}"
+            )
+        return schedule
+    try:
+        grid = torch.as_tensor(schedule, dtype=torch.float64).detach().cpu().clone()  # not the caller's
+    except (TypeError, ValueError, RuntimeError):
+        raise TypeError(
+            f"schedule must be one of {list(SCHEDULES)} or a 1-D tensor of times, "
+            f"got {type(schedule).__name__}"
+        ) from None
+    if grid.ndim != 1 or grid.numel() < 2:
+        raise ValueError(
+            f"an explicit schedule must be a 1-D tensor of at least 2 times, got shape {tuple(grid.shape)}"
+        )
+    if not torch.isfinite(grid).all():
+        raise ValueError(f"an explicit schedule must hold finite times, got {grid.tolist()}")
+    steps = grid[1:] - grid[:-1]
+    if not (steps < 0).all():
+        i = int(torch.nonzero(steps >= 0)[0])
+        raise ValueError(
+            f"an explicit schedule must decrease strictly (from T towards 0), but time {i + 1} "
+            f"({grid[i + 1].item():g}) is not below time {i} ({grid[i].item():g})"
+        )
+    return grid
+
+
+def time_grid(sde, schedule, steps: int | None, t_start: float, t_end: float) -> torch.Tensor:
+    """``steps + 1`` times (float64, on the CPU) from ``t_start`` down to ``t_end`` (an explicit
+    grid is returned as it is, a copy, after checking that it runs from ``t_start`` to ``t_end``:
+    a grid that started below ``T`` would step from a prior drawn at ``T`` as if drawn there)."""
+    schedule = check_schedule(schedule)
+    if not isinstance(schedule, str):
+        first, last = schedule[0].item(), schedule[-1].item()
+        if not (_close(first, t_start) and _close(last, t_end)):
+            raise ValueError(
+                f"an explicit schedule must run from t_start={t_start:g} (T) down to t_end={t_end:g} (the "
+                f"end time, eps), to 1e-9 relative; got times from {first:g} to {last:g}"
+            )
+        return schedule.clone()
+    f64 = dict(dtype=torch.float64)
+    u = torch.linspace(0.0, 1.0, steps + 1, **f64)
+    ends = torch.tensor([t_start, t_end], **f64)
+    if schedule == "time_uniform":
+        grid = ends[0] + (ends[1] - ends[0]) * u
+    elif schedule == "time_quadratic":
+        r = ends.sqrt()
+        grid = (r[0] + (r[1] - r[0]) * u) ** 2
+    elif schedule == "log_snr":
+        lam = sde.half_log_snr(ends)
+        grid = sde.t_from_half_log_snr(lam[0] + (lam[1] - lam[0]) * u)
+    else:  # "edm"
+        r = sde.sigma_hat(ends) ** (1.0 / EDM_RHO)
+        grid = sde.t_from_sigma_hat((r[0] + (r[1] - r[0]) * u) ** EDM_RHO)
+    grid = grid.to(**f64)
+    grid[0], grid[-1] = t_start, t_end  # exact ends, whatever the rounding of the inverse
+    return grid
+
+
+def _close(a: float, b: float) -> bool:
+    return abs(a - b) <= 1e-9 * max(abs(a), abs(b))
