@@ -1,7 +1,7 @@
 """sde_gen: score-based generative modelling in continuous time (Song et al. 2021) in PyTorch."""
 
 from . import _checks as checks  # argument checks that name the argument, for code built on sde_gen
-from . import distributed, metrics
+from . import dequantization, distributed, metrics
 from .bpd import bits_per_dim, dequantized_bpd, evaluate_bpd
 from .data import (
     ImageData,
@@ -118,7 +118,8 @@ __all__ = [
     "save_samples_2d", "save_loss_curve", "MLP", "UNet", "GaussianFourierEmbedding",
     "SinusoidalEmbedding", "load_dataset", "VectorData", "ImageData", "LevelTransform", "dequantized_bpd",
     "mixture_entropy", "gmm8", "distributed", "checks", "save_model", "load_model",
-    "read_model_metadata", "metrics", "frechet_distance", "kernel_distance", "KID", "precision_recall",
+    "read_model_metadata", "metrics", "dequantization", "frechet_distance", "kernel_distance", "KID",
+    "precision_recall",
     "PrecisionRecall", "FeatureExtractor", "DigitsClassifier", "InceptionFeatures", "classifier_scores",
     "feature_metrics", "image_metrics", "reference_metrics",
 ]

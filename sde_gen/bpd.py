@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from functools import partial
 
 import torch
 
 from ._checks import check_choice, check_int, check_real
+from ._utils import batch_sum
 from .data.transforms import LevelTransform
+from .dequantization import importance_weighted_bpd_per_image
 from .evaluation.chunks import _gather_chunks, _my_chunks, _nfe_stats, _num_chunks, _progress
 from .evaluation.drivers import _sde_first
 from .evaluation.seeds import _noise_seed, chunk_generator
@@ -149,6 +152,10 @@ def evaluate_bpd(
     dtype=torch.float32,
     device=None,
     progress: bool = False,
+    dequantization: str = "uniform",
+    importance_samples: int = 1,
+    variable: str = "t",
+    state: str = "x",
 ) -> dict:
     """Bits/dim of integer images ``levels`` ``(N, C, H, W)`` under the probability-flow model, each
     dequantized ``repeats`` times (:func:`dequantized_bpd`), in chunks of
@@ -166,6 +173,12 @@ def evaluate_bpd(
     inner. With ``divergence="hutchinson"`` the log-densities are unbiased estimates, so the mean
     stays unbiased and the standard error, taken over images, includes the probes' noise.
 
+    ``dequantization="truncated_normal"`` replaces the uniform bound by Zheng et al. (2023)'s
+    training-free one (:mod:`sde_gen.dequantization`): ``importance_samples`` = K draws per image
+    and repeat from a normal of scale ``sigma_hat(eps)`` truncated to the bin, the model density
+    read in ``xhat = (x_eps - shift) / scale``, and ``log (1/K) sum_j p/q`` as the bound. ``variable``
+    and ``state`` pass to :func:`sde_gen.log_likelihood`.
+
     The old argument order ``evaluate_bpd(score_fn, sde, levels, transform)`` still works, with a
     ``DeprecationWarning``.
     """
@@ -174,14 +187,35 @@ def evaluate_bpd(
     batch_size = check_int("batch_size", batch_size, low=1)
     repeats = check_int("repeats", repeats, low=1)
     check_choice("divergence", divergence, {"exact", "hutchinson"})
+    check_choice("dequantization", dequantization, {"uniform", "truncated_normal"})
+    importance_samples = check_int("importance_samples", importance_samples, low=1)
+    if dequantization == "uniform" and importance_samples != 1:
+        raise ValueError(
+            f"importance_samples={importance_samples} needs dequantization='truncated_normal' "
+            "(the uniform bound takes one draw per repeat)"
+        )
     seed = _noise_seed(seed, generator, noisy=True, what="dequantization")
 
     num_chunks = _num_chunks(n, batch_size)
     chunk_nfe: dict[int, int] = {}
-    state = {"calls": 0, "chunk": 0, "generator": generator}
+
+    book = {"calls": 0, "chunk": 0, "generator": generator}
+    per_image_fn = dequantized_bpd_per_image
+    if dequantization == "truncated_normal":
+        per_image_fn = partial(
+            importance_weighted_bpd_per_image,
+            sigma=float(sde.sigma_hat(torch.tensor([eps], dtype=torch.float64))[0]),
+            num_samples=importance_samples,
+        )
 
     def log_prob(y):
         y = y.to(device) if device is not None else y
+        if dequantization == "truncated_normal":  # y is xhat at eps: map to x_eps, add log|det|
+            k = sde.kernel(torch.full((y.shape[0],), eps, dtype=y.dtype, device=y.device), y)
+            return log_prob_fn(k.scale * y + k.shift) + batch_sum(torch.log(k.scale.abs())).cpu()
+        return log_prob_fn(y)
+
+    def log_prob_fn(y):
         res = log_likelihood(
             sde,
             score_fn,
@@ -190,18 +224,20 @@ def evaluate_bpd(
             solver=solver,
             divergence=divergence,
             num_probes=num_probes,
-            generator=state["generator"],
+            generator=book["generator"],
+            variable=variable,
+            state=state,
         )
-        if seed is None:  # one call per (repeat, chunk), repeats outer
-            state["chunk"] = state["calls"] % num_chunks
-        state["calls"] += 1
-        chunk_nfe[state["chunk"]] = chunk_nfe.get(state["chunk"], 0) + res.nfe
+        if seed is None:  # K calls per (repeat, chunk), repeats outer
+            book["chunk"] = (book["calls"] // importance_samples) % num_chunks
+        book["calls"] += 1
+        chunk_nfe[book["chunk"]] = chunk_nfe.get(book["chunk"], 0) + res.nfe
         return res.log_prob.detach().cpu()
 
     if seed is None:
         # One stream through everything, as a single process always did (refused above where
         # several ranks would have to share it).
-        per_image = dequantized_bpd_per_image(
+        per_image = per_image_fn(
             log_prob,
             levels,
             transform,
@@ -217,13 +253,9 @@ def evaluate_bpd(
         for i in chunks:
             kb = levels[i * batch_size : (i + 1) * batch_size]
             probe_device = torch.device(device) if device is not None else kb.device
-            state["chunk"], state["generator"] = i, chunk_generator(seed, i, "probes", probe_device)
+            book["chunk"], book["generator"] = i, chunk_generator(seed, i, "probes", probe_device)
             deq = chunk_generator(seed, i, "dequantization", kb.device)
-            parts.append(
-                dequantized_bpd_per_image(
-                    log_prob, kb, transform, repeats=repeats, generator=deq, dtype=dtype
-                )
-            )
+            parts.append(per_image_fn(log_prob, kb, transform, repeats=repeats, generator=deq, dtype=dtype))
             if bar is not None:
                 bar.update(1)
         per_image = _gather_chunks(parts, bar)

@@ -16,10 +16,17 @@ from dataclasses import dataclass
 import torch
 
 from ._checks import ScoreCheck, check_choice, check_eps, check_finite, check_int, check_sde, check_tensor
-from ._utils import flat_dim
-from .solvers.ode import ProbabilityFlow
+from ._utils import batch_broadcast, batch_sum, flat_dim
+from .solvers.ode import ProbabilityFlow, _Dynamics
 
-__all__ = ["log_likelihood", "LikelihoodResult", "exact_divergence", "hutchinson_divergence"]
+__all__ = [
+    "log_likelihood",
+    "LikelihoodResult",
+    "exact_divergence",
+    "hutchinson_divergence",
+    "noise_level_rates",
+    "VARIABLES",
+]
 
 
 @dataclass
@@ -87,6 +94,8 @@ def log_likelihood(
     probe: str = "rademacher",
     generator: torch.Generator | None = None,
     chunk_size: int | None = None,
+    variable: str = "t",
+    state: str = "x",
 ) -> LikelihoodResult:
     """log p_eps(x) under the probability-flow ODE of ``sde`` and ``score_fn``.
 
@@ -98,6 +107,12 @@ def log_likelihood(
             ``generator`` and fixed through the solve, so each probe gives a continuous path).
         solver: the :class:`ProbabilityFlow` settings (default dopri5, rtol = atol = 1e-5).
         chunk_size: basis vectors per batched backward pass for the exact divergence.
+        variable: what the ODE is integrated in: ``"t"`` (today's default), ``"sigma_hat"`` or
+            ``"half_log_snr"`` (lambda = -log sigma_hat), with ``dt/du`` from the SDE (docs/maths.md).
+        state: ``"x"``, or ``"xhat"`` = ``(x - shift) / scale``, in which the flow is
+            ``d xhat / d sigma_hat = (xhat - D) / sigma_hat``; the log-determinant of the affine map
+            is added back in closed form. Any pair works for any Gaussian-kernel SDE; the adaptive
+            solver's error control then acts on the new variables (benchmarks_likelihood.md).
     """
     check_sde(sde)
     x = check_tensor("x", x)
@@ -105,6 +120,8 @@ def log_likelihood(
     check_choice("divergence", divergence, {"exact", "hutchinson"})
     num_probes = check_int("num_probes", num_probes, low=1)
     check_choice("probe", probe, {"rademacher", "gaussian"})
+    check_choice("variable", variable, set(VARIABLES))
+    check_choice("state", state, {"x", "xhat"})
     solver = ProbabilityFlow() if solver is None else solver
     if not isinstance(solver, ProbabilityFlow):
         raise TypeError(f"solver must be a ProbabilityFlow, got {solver!r}")
@@ -129,16 +146,20 @@ def log_likelihood(
 
         width = num_probes
 
-    def augmented(y, tv):
-        with torch.enable_grad():
-            x_ = y[0].detach().requires_grad_(True)
-            v = ode.drift(x_, tv)
-            d = div(v, x_)
-        return v.detach(), d.detach()
+    if variable != "t" or state != "x":
+        z, delta = _integrate_reparametrized(sde, score, x, eps, solver, div, width, variable, state)
+    else:
 
-    y0 = (x.detach(), x.new_zeros(x.shape[0], width))
-    with torch.no_grad():
-        z, delta = solver.integrate(augmented, y0, eps, sde.T)
+        def augmented(y, tv):
+            with torch.enable_grad():
+                x_ = y[0].detach().requires_grad_(True)
+                v = ode.drift(x_, tv)
+                d = div(v, x_)
+            return v.detach(), d.detach()
+
+        y0 = (x.detach(), x.new_zeros(x.shape[0], width))
+        with torch.no_grad():
+            z, delta = solver.integrate(augmented, y0, eps, sde.T, sde=sde)
     check_finite("latent z at T", z)
     prior = sde.prior_log_prob(z)
     log_prob = prior + delta.mean(dim=1)
@@ -147,6 +168,92 @@ def log_likelihood(
     if divergence == "hutchinson" and width > 1:
         se = delta.std(dim=1, unbiased=True) / math.sqrt(width)
     return LikelihoodResult(log_prob, prior, delta.mean(dim=1), z, score.nfe, se)
+
+
+VARIABLES = ("t", "sigma_hat", "half_log_snr")
+
+
+def noise_level_rates(sde, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(sigma_hat, d sigma_hat / dt, d lambda / dt)`` at times ``t`` ``(B,)``, from the SDE's own
+    coefficients: for ``dx = (a x + b) dt + g dW`` the kernel obeys ``scale' = a scale`` and
+    ``(std^2)' = 2 a std^2 + g^2``, so ``(sigma_hat^2)' = g^2 / scale^2``, i.e.
+
+        d sigma_hat / dt = g^2 / (2 sigma_hat scale^2),   d lambda / dt = -g^2 / (2 std^2).
+    """
+    k = sde.kernel(t, t[:, None])
+    scale, std = k.scale[:, 0], k.std
+    g2 = sde.diffusion(t) ** 2
+    sigma = std / scale
+    return sigma, g2 / (2.0 * sigma * scale**2), -g2 / (2.0 * std**2)
+
+
+def _to_u(sde, variable: str, t: torch.Tensor) -> torch.Tensor:
+    """``u(t)`` in float64 for times ``t`` (float64, any shape)."""
+    if variable == "t":
+        return t
+    return sde.sigma_hat(t) if variable == "sigma_hat" else sde.half_log_snr(t)
+
+
+def _t_of_u(sde, variable: str, u: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
+    """``t(u)``, computed in float64 from ``u`` clamped to ``[lo, hi]`` (so that rounding of ``u``
+    in float32 never leaves the range of the inverse), returned in ``u``'s dtype."""
+    if variable == "t":
+        return u
+    u64 = u.to(torch.float64).clamp(lo, hi)
+    t = sde.t_from_sigma_hat(u64) if variable == "sigma_hat" else sde.t_from_half_log_snr(u64)
+    return t.to(u.dtype)
+
+
+def _integrate_reparametrized(sde, score, x, eps, solver, div, width, variable, state):
+    """The likelihood ODE in ``u`` (:data:`VARIABLES`) with state ``x`` or ``xhat``.
+
+    In ``u``: ``dy/du = (dy/dt)(dt/du)``, and the divergence scales by the same factor. In
+    ``xhat = (x - shift) / scale``: ``d xhat / d sigma = F = (xhat - D) / sigma`` and, as ``x -> xhat``
+    is affine with Jacobian ``diag(1 / scale)``, ``log p^x_t(x) = log p^xhat_t(xhat) - sum log|scale_t|``;
+    so ``log p_eps(x) = log p_T(x_T) + sum log|scale_T| - sum log|scale_eps| + int div_xhat F d sigma``.
+    Returns ``(x_T, delta)`` with ``delta`` holding every term but the prior.
+    """
+    u0, u1 = (float(u) for u in _to_u(sde, variable, torch.tensor([eps, sde.T], dtype=torch.float64)))
+    lo, hi = min(u0, u1), max(u0, u1)
+
+    def field(y, uv):
+        t = _t_of_u(sde, variable, uv, lo, hi)
+        sigma, dsigma_dt, dlam_dt = noise_level_rates(sde, t)
+        with torch.enable_grad():
+            y_ = y[0].detach().requires_grad_(True)
+            if state == "x":
+                rate = {"t": torch.ones_like(t), "sigma_hat": 1.0 / dsigma_dt, "half_log_snr": 1.0 / dlam_dt}
+                v = sde.probability_flow(score).drift(y_, t) * batch_broadcast(rate[variable], y_)
+            else:
+                rate = {"t": dsigma_dt, "sigma_hat": torch.ones_like(t), "half_log_snr": -sigma}
+                k = sde.kernel(t, y_)
+                x_ = k.scale * y_ + k.shift
+                denoised = sde.tweedie(x_, t, score(x_, t))
+                v = (y_ - denoised) * batch_broadcast(rate[variable] / sigma, y_)
+            d = div(v, y_)
+        return v.detach(), d.detach()
+
+    y = x.detach()
+    if state == "xhat":
+        k0 = sde.kernel(torch.full((x.shape[0],), eps, dtype=x.dtype, device=x.device), x)
+        y = (y - k0.shift) / k0.scale
+    y0 = (y, x.new_zeros(x.shape[0], width))
+    with torch.no_grad():
+        if solver.adaptive:
+            yT, delta = solver.integrate(field, y0, u0, u1, sde=sde)
+        else:  # the solver's own grid of times, carried to u: the same points, stepped in u
+            from torchdiffeq import odeint
+
+            u_grid = _to_u(sde, variable, solver.grid(sde, eps, sde.T).to(torch.float64))
+            func = _Dynamics(field, lo, hi)
+            u_grid = u_grid.to(dtype=x.dtype, device=x.device)
+            ys = odeint(func, y0, u_grid, method=solver.method, options=dict(solver.options))
+            yT, delta = ys[0][-1], ys[1][-1]
+    if state == "x":
+        return yT, delta
+    kT = sde.kernel(torch.full((x.shape[0],), sde.T, dtype=x.dtype, device=x.device), x)
+    log_det = batch_sum(torch.log(kT.scale.abs())) - batch_sum(torch.log(k0.scale.abs()))
+    return kT.scale * yT + kT.shift, delta + log_det[:, None]
 
 
 def __getattr__(name: str):
