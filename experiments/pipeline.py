@@ -25,11 +25,12 @@ import torch
 
 import sde_gen as sg
 
-check_choice, check_eps, check_int, check_positive = (
+check_choice, check_eps, check_int, check_positive, check_real = (
     sg.checks.check_choice,
     sg.checks.check_eps,
     sg.checks.check_int,
     sg.checks.check_positive,
+    sg.checks.check_real,
 )
 
 __all__ = [
@@ -49,11 +50,34 @@ MODES = ("train", "sample", "likelihood", "all", "evaluate")
 
 class Sampling:
     """What mode ``sample`` draws: ``num`` samples down to time ``eps`` (images denoised with
-    Tweedie's formula; chunks of ``likelihood.batch_size``), with ``T`` the SDE's end time."""
+    Tweedie's formula; chunks of ``likelihood.batch_size``), with ``T`` the SDE's end time.
 
-    def __init__(self, num: int = 64, eps: float = 1e-3, *, T: float = 1.0):
+    A class-conditional model (``num_classes = K``) draws class-balanced labels, the first ``num``
+    as one picture row per class, and is guided with classifier-free guidance of weight ``w``
+    (Ho & Salimans 2021; ``w = 0`` is the conditional model, ``guidance_scale = 1 + w``) inside the
+    optional ``interval`` of noise levels ``(sigma_lo, sigma_hi)`` of ``sg.classifier_free_guidance``."""
+
+    def __init__(self, num: int = 64, eps: float = 1e-3, *, T: float = 1.0, w: float = 0.0, interval=None):
         self.num = check_int("num", num, low=1)
         self.eps = check_eps(eps, T)
+        self.w = check_real("w", w)
+        self.interval = None if interval is None else tuple(float(v) for v in interval)
+
+    def labels(self, num_classes: int, total: int) -> torch.Tensor:
+        """Labels of ``total`` samples: the first ``num`` in ``num_classes`` runs of equal length
+        (one row per class; ``num`` is rounded down to a multiple), the rest cycling through them."""
+        per_class = max(self.num // num_classes, 1)
+        head = torch.arange(num_classes).repeat_interleave(per_class)
+        tail = torch.arange(max(total - head.numel(), 0)) % num_classes
+        return torch.cat([head, tail])[:total]
+
+    def score_fn(self, model, sde):
+        """The score the samples are drawn with: ``model`` itself, or guided for ``w != 0``."""
+        if getattr(model, "num_classes", None) is None or (self.w == 0.0 and self.interval is None):
+            return model
+        return sg.classifier_free_guidance(
+            model, self.w, null=model.num_classes, interval=self.interval, sde=sde
+        )
 
 
 class Likelihood:
@@ -150,8 +174,9 @@ class SampleMetrics:
             self._train_features = self.features(data)(data.train)
         return self._train_features
 
-    def __call__(self, samples: torch.Tensor, data, *, seed: int) -> dict:
-        """The figures of ``samples`` and their references, as a flat dict."""
+    def __call__(self, samples: torch.Tensor, data, *, seed: int, labels: torch.Tensor | None = None) -> dict:
+        """The figures of ``samples`` and their references, as a flat dict; with the ``labels`` the
+        samples were drawn for, ``class_accuracy`` (the feature classifier's accuracy on them)."""
         g = torch.Generator().manual_seed(seed)
         if isinstance(data, sg.ImageData):
             feats = self.features(data)
@@ -166,7 +191,9 @@ class SampleMetrics:
                 {f"{key}_reference": ref[key] for key in ("fd", "kid", "kid_se", "precision", "recall")}
             )
             if hasattr(feats, "logits"):
-                scores = sg.classifier_scores(feats.logits(samples))
+                scores = sg.classifier_scores(feats.logits(samples), labels)
+                if labels is not None:
+                    out["class_accuracy"] = scores["accuracy"]
                 out["sample_class_entropy"] = scores["class_entropy"]
                 out["sample_mean_entropy"] = scores["mean_entropy"]
                 out["classifier_test_accuracy"] = feats.accuracy
@@ -373,9 +400,11 @@ def evaluate(
             solver = solver if solver is not None else sg.PredictorCorrector(steps=1000)
             start = time.perf_counter()
             num = max(sampling.num, quality.count(data, sampling.num)) if quality.enabled else sampling.num
+            k = getattr(model, "num_classes", None)
+            labels = None if k is None else sampling.labels(k, num)
             res = sg.generate_samples(
                 sde,
-                model,
+                sampling.score_fn(model, sde),
                 num,
                 data.train.shape[1:],
                 solver,
@@ -384,15 +413,22 @@ def evaluate(
                 eps=sampling.eps,
                 denoise=images,
                 device=device,
+                cond=None if labels is None else {"y": labels},
             )
             metrics["sample_seconds"] = time.perf_counter() - start
             metrics["sample_nfe"] = res["nfe"]
             if sg.distributed.is_main_process():
-                save_samples(res["samples"], data, out_dir, picture=sampling.num)
+                rows = None if k is None else max(sampling.num // k, 1)
+                save_samples(res["samples"], data, out_dir, picture=sampling.num, nrow=rows, labels=labels)
             if quality.enabled:
                 start = time.perf_counter()
-                scored = res["samples"][: quality.count(data, sampling.num)]
-                metrics.update(quality(scored, data, seed=seed + 12))
+                n_scored = quality.count(data, sampling.num)
+                scored = res["samples"][:n_scored]
+                metrics.update(
+                    quality(
+                        scored, data, seed=seed + 12, labels=None if labels is None else labels[:n_scored]
+                    )
+                )
                 metrics["metrics_seconds"] = time.perf_counter() - start
         if mode in ("likelihood", "all", "evaluate"):
             metrics.update(evaluate_likelihood(sde, model, data, likelihood, seed=seed + 11, device=device))
@@ -465,12 +501,17 @@ class HistoryFile(sg.Callback):
         os.replace(tmp, self.path)
 
 
-def save_samples(x: torch.Tensor, data, out_dir: Path, picture: int | None = None) -> None:
-    """``samples.pt`` and a picture of the first ``picture`` (default all): an image grid, or 2-D
-    samples over the data density."""
+def save_samples(
+    x: torch.Tensor, data, out_dir: Path, picture: int | None = None, nrow: int | None = None, labels=None
+) -> None:
+    """``samples.pt`` (and ``labels.pt`` for a class-conditional model) and a picture of the first
+    ``picture`` (default all): an image grid of ``nrow`` per row, or 2-D samples over the data
+    density."""
     torch.save(x, out_dir / "samples.pt")
+    if labels is not None:
+        torch.save(labels, out_dir / "labels.pt")
     if isinstance(data, sg.ImageData):
-        sg.save_image_grid(x[:picture], out_dir / "samples.png")
+        sg.save_image_grid(x[:picture], out_dir / "samples.png", nrow=nrow)
     elif x.shape[1] == 2:
         sg.save_samples_2d(
             x,

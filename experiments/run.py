@@ -72,6 +72,7 @@ class TrainConfig:
     max_skips: int = MISSING
     eval_every: int | None = MISSING
     eval_n: int = MISSING
+    p_uncond: float = MISSING
 
 
 @dataclass
@@ -79,6 +80,8 @@ class SampleConfig:
     _target_: str = MISSING
     num: int = MISSING
     eps: float = MISSING
+    w: float = MISSING
+    interval: Any = MISSING
 
 
 @dataclass
@@ -325,6 +328,7 @@ def build(cfg: DictConfig, out_dir: Path | None = None, device: torch.device | N
                 "choose a matching model (e.g. unet_digits for digits, unet_mnist for mnist)"
             )
     model = _build_score_model(cfg, net, sde).to(device)
+    labels = _training_labels(cfg, data, model)
     transform = None
     if isinstance(data, sg.ImageData):
         levels = sg.LevelTransform(data.levels, -1.0, 1.0)
@@ -335,7 +339,7 @@ def build(cfg: DictConfig, out_dir: Path | None = None, device: torch.device | N
         "trainer",
         model=model,
         loss_fn=build_node(cfg, "loss", sde=sde),
-        data=build_node(cfg, "batches", data=data.train, transform=transform),
+        data=build_node(cfg, "batches", data=data.train, transform=transform, labels=labels),
         optimizer=build_optimizer(cfg, model.parameters()),
         lr_schedule=build_node(cfg, "lr_schedule"),
         ema=build_node(cfg, "ema", model=model),
@@ -417,6 +421,25 @@ def export_recipe(built: Built) -> dict:
     return {"data": info}
 
 
+def _training_labels(cfg: DictConfig, data, model):
+    """The training labels a class-conditional model (``model.num_classes``) needs, checked against
+    the data; ``None`` for an unconditional model."""
+    k = model.num_classes
+    if k is None:
+        if cfg.train.p_uncond > 0:
+            raise _bad(
+                "train.p_uncond", cfg.train.p_uncond, "0 for an unconditional model (set model.num_classes)"
+            )
+        return None
+    labels = getattr(data, "train_labels", None)
+    if labels is None:
+        raise _bad("model.num_classes", k, f"null: data={data.name} has no labels")
+    found = int(labels.max()) + 1
+    if found > k:
+        raise _bad("model.num_classes", k, f"at least {found}, the number of classes in data={data.name}")
+    return labels
+
+
 def _build_score_model(cfg: DictConfig, net, sde) -> sg.ScoreModel:
     try:
         return sg.ScoreModel(net, sde, cfg.train.parameterization)
@@ -437,6 +460,7 @@ SUMMARY_KEYS = (
     "kid",
     "precision",
     "recall",
+    "class_accuracy",
     "energy_distance",
     "energy_distance_reference",
     "likelihood_nfe",

@@ -1,8 +1,9 @@
 """sde_gen: score-based generative modelling in continuous time (Song et al. 2021) in PyTorch."""
 
 from . import _checks as checks  # argument checks that name the argument, for code built on sde_gen
-from . import dequantization, distributed, metrics
+from . import dequantization, distributed, inverse, metrics
 from .bpd import bits_per_dim, dequantized_bpd, evaluate_bpd
+from .classifier_loss import AccuracyCurve, ClassifierLoss, classifier_accuracy
 from .data import (
     ImageData,
     LevelTransform,
@@ -21,6 +22,22 @@ from .evaluation import (
     save_samples_2d,
 )
 from .export import load_model, read_model_metadata, save_model
+from .guidance import (
+    ClassifierFreeGuidance,
+    ClassifierGuidance,
+    classifier_free_guidance,
+    classifier_guidance,
+)
+from .inverse import (
+    Colorization,
+    InverseResult,
+    LinearOperator,
+    Mask,
+    MixturePosterior,
+    SuperResolution,
+    mixture_posterior,
+    solve_inverse,
+)
 from .likelihood import (
     LikelihoodResult,
     exact_divergence,
@@ -50,7 +67,7 @@ from .metrics import (
     precision_recall,
     reference_metrics,
 )
-from .nets import MLP, GaussianFourierEmbedding, SinusoidalEmbedding, UNet
+from .nets import MLP, ConvClassifier, GaussianFourierEmbedding, NoisyClassifier, SinusoidalEmbedding, UNet
 from .noise import KeyedNoise
 from .oracle import GaussianMixture, energy_distance
 from .reverse import ProbabilityFlowODE, ReverseSDE, ScoreCheck
@@ -121,6 +138,10 @@ __all__ = [
     "read_model_metadata", "metrics", "dequantization", "frechet_distance", "kernel_distance", "KID",
     "precision_recall",
     "PrecisionRecall", "FeatureExtractor", "DigitsClassifier", "InceptionFeatures", "classifier_scores",
-    "feature_metrics", "image_metrics", "reference_metrics",
+    "feature_metrics", "image_metrics", "reference_metrics", "NoisyClassifier", "ConvClassifier",
+    "ClassifierLoss", "classifier_accuracy", "AccuracyCurve", "classifier_free_guidance",
+    "classifier_guidance", "ClassifierFreeGuidance", "ClassifierGuidance", "inverse", "LinearOperator",
+    "Mask", "Colorization", "SuperResolution", "solve_inverse", "InverseResult", "mixture_posterior",
+    "MixturePosterior",
 ]
 # fmt: on

@@ -6,7 +6,7 @@ from __future__ import annotations
 import inspect
 import math
 import numbers
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import torch
 
@@ -86,25 +86,113 @@ def check_sde(sde):
 
 
 class ScoreCheck:
-    """Wraps ``score_fn(x, t)``: checks what it returns and counts its evaluations in ``nfe``.
+    """Wraps ``score_fn(x, t, **cond)``: checks what it returns and counts network evaluations in ``nfe``.
 
-    Shape, dtype and device are checked at every call (no device synchronisation). Finiteness is
-    checked on the first call, and always when ``check_finite=True`` (one host sync per call).
+    ``cond`` (a dict checked by :func:`check_cond`) is passed to every call, merged with the keywords
+    of the call itself. A score function that evaluates a network several times per call (guidance,
+    :mod:`sde_gen.guidance`) reports it through an integer attribute ``network_calls`` that it
+    increments; ``nfe`` then adds the increment of each call (:func:`network_calls_made`), and 1
+    per call for any other function. Shape, dtype and device are checked at every call (no device
+    synchronisation). Finiteness is checked on the first call, and always when
+    ``check_finite=True`` (one host sync per call).
     """
 
-    def __init__(self, score_fn: Callable, *, check_finite: bool = False):
+    def __init__(self, score_fn: Callable, *, check_finite: bool = False, cond: dict | None = None):
         if isinstance(score_fn, ScoreCheck):
+            cond = {**score_fn.cond, **(cond or {})}
             score_fn = score_fn.score_fn
         self.score_fn = check_score_fn(score_fn)
+        self.cond = dict(cond or {})
+        if self.cond:
+            check_accepts_cond(score_fn, self.cond)
         self.check_finite = check_finite
         self.nfe = 0
+        self._calls = 0
 
-    def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        out = check_score_output(self.score_fn(x, t), x)
-        if self.check_finite or self.nfe == 0:
+    @property
+    def network_calls(self) -> int:
+        """The same count as ``nfe``, under the name guidance wrappers read."""
+        return self.nfe
+
+    def __call__(self, x: torch.Tensor, t: torch.Tensor, **cond) -> torch.Tensor:
+        before = getattr(self.score_fn, "network_calls", None)
+        out = self.score_fn(x, t, **({**self.cond, **cond} if cond else self.cond))
+        out = check_score_output(out, x)
+        if self.check_finite or self._calls == 0:
             check_finite("score_fn output", out, t)
-        self.nfe += 1
+        self._calls += 1
+        self.nfe += network_calls_made(self.score_fn, before)
         return out
+
+
+def network_calls_made(fn: Callable, before: int | None) -> int:
+    """Network evaluations made by one call of ``fn``: the increment of its ``network_calls``
+    attribute (``before`` read just before the call), or 1 where it has none."""
+    after = getattr(fn, "network_calls", None)
+    if before is None or after is None:
+        return 1
+    return int(after) - int(before)
+
+
+LABEL_KEYS = ("y",)
+
+
+def check_cond(cond, batch: int, name: str = "cond") -> dict:
+    """Conditioning for a batch of ``batch`` samples: ``None`` (none) or a dict of tensors, keyed
+    by the score function's keyword names, each with first dimension ``batch``. Class labels
+    (key ``"y"``) must be integer tensors. Returns a new dict."""
+    if cond is None:
+        return {}
+    if not isinstance(cond, Mapping):
+        raise TypeError(
+            f"{name} must be a dict of tensors such as {{'y': labels}}, or None, got {type(cond).__name__}"
+        )
+    out = {}
+    for key, value in cond.items():
+        if not isinstance(key, str) or not key.isidentifier():
+            raise TypeError(f"{name} keys must be keyword names of the score function (str), got {key!r}")
+        if not isinstance(value, torch.Tensor):
+            raise TypeError(
+                f"{name}[{key!r}] must be a torch.Tensor with one row per sample, got {type(value).__name__}"
+            )
+        if value.ndim < 1 or value.shape[0] != batch:
+            rows = "a 0-d tensor" if value.ndim == 0 else f"{value.shape[0]} rows"
+            raise ValueError(
+                f"{name}[{key!r}] has {rows}, but the batch has {batch} samples; it needs one row per sample"
+            )
+        if key in LABEL_KEYS and (
+            value.is_floating_point() or value.is_complex() or value.dtype == torch.bool
+        ):
+            raise TypeError(
+                f"{name}[{key!r}] holds class labels and must be an integer tensor (torch.long), "
+                f"got {value.dtype}"
+            )
+        out[key] = value
+    return out
+
+
+def accepts_keywords(fn: Callable, keys) -> bool | None:
+    """Whether ``fn(x, t, **{k: ...})`` binds for the keywords ``keys`` (``None``: unreadable signature)."""
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return None
+    try:
+        sig.bind(None, None, **dict.fromkeys(keys))
+    except TypeError:
+        return False
+    return True
+
+
+def check_accepts_cond(score_fn: Callable, cond) -> None:
+    """A ``TypeError`` where ``score_fn`` cannot take the conditioning keywords of ``cond``."""
+    if accepts_keywords(score_fn, cond) is False:
+        name = getattr(score_fn, "__name__", type(score_fn).__name__)
+        raise TypeError(
+            f"score_fn {name}{inspect.signature(score_fn)} does not accept the conditioning keyword(s) "
+            f"{sorted(cond)}; a conditional score function takes them as score_fn(x, t, y=None, ...), "
+            "an unconditional one is called without cond"
+        )
 
 
 def check_score_fn(score_fn: Callable) -> Callable:

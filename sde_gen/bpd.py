@@ -14,7 +14,7 @@ from functools import partial
 
 import torch
 
-from ._checks import check_choice, check_int, check_real
+from ._checks import check_choice, check_cond, check_int, check_real
 from ._utils import batch_sum
 from .data.transforms import LevelTransform
 from .dequantization import importance_weighted_bpd_per_image
@@ -156,6 +156,7 @@ def evaluate_bpd(
     importance_samples: int = 1,
     variable: str = "t",
     state: str = "x",
+    cond: dict | None = None,
 ) -> dict:
     """Bits/dim of integer images ``levels`` ``(N, C, H, W)`` under the probability-flow model, each
     dequantized ``repeats`` times (:func:`dequantized_bpd`), in chunks of
@@ -179,6 +180,9 @@ def evaluate_bpd(
     read in ``xhat = (x_eps - shift) / scale``, and ``log (1/K) sum_j p/q`` as the bound. ``variable``
     and ``state`` pass to :func:`sde_gen.log_likelihood`.
 
+    ``cond`` (a dict of tensors with one row per image, see :func:`sde_gen.sample`) goes with the
+    images: every evaluation of a chunk's images gets the chunk's rows, for ``p(x | cond)``.
+
     The old argument order ``evaluate_bpd(score_fn, sde, levels, transform)`` still works, with a
     ``DeprecationWarning``.
     """
@@ -195,6 +199,7 @@ def evaluate_bpd(
             "(the uniform bound takes one draw per repeat)"
         )
     seed = _noise_seed(seed, generator, noisy=True, what="dequantization")
+    cond = check_cond(cond, n)
 
     num_chunks = _num_chunks(n, batch_size)
     chunk_nfe: dict[int, int] = {}
@@ -216,6 +221,10 @@ def evaluate_bpd(
         return log_prob_fn(y)
 
     def log_prob_fn(y):
+        if seed is None:  # K calls per (repeat, chunk), repeats outer
+            book["chunk"] = (book["calls"] // importance_samples) % num_chunks
+        book["calls"] += 1
+        start = book["chunk"] * batch_size  # every call evaluates the images of one chunk, in order
         res = log_likelihood(
             sde,
             score_fn,
@@ -227,10 +236,8 @@ def evaluate_bpd(
             generator=book["generator"],
             variable=variable,
             state=state,
+            cond={k: v[start : start + y.shape[0]] for k, v in cond.items()},
         )
-        if seed is None:  # K calls per (repeat, chunk), repeats outer
-            book["chunk"] = (book["calls"] // importance_samples) % num_chunks
-        book["calls"] += 1
         chunk_nfe[book["chunk"]] = chunk_nfe.get(book["chunk"], 0) + res.nfe
         return res.log_prob.detach().cpu()
 

@@ -4,7 +4,9 @@ A file written by :func:`save_model` holds the weights of a :class:`~sde_gen.Sco
 (the EMA weights, when an EMA is given) as safetensors, and in the header's metadata a JSON
 recipe: the SDE and the network as ``{"_target_": ..., arguments}``, the parameterisation, and
 what a sample is (its shape, the data's levels and range). :func:`load_model` rebuilds a
-ready-to-sample model from that file alone.
+ready-to-sample model from that file alone. A class-conditional network's ``num_classes`` is one of
+its arguments, so it is in the recipe (``model.num_classes`` after loading); an unconditional
+network's recipe does not name it, as before.
 
 Nothing in such a file can run code (Hugging Face's safetensors format stores raw tensors and a
 JSON header; we chose it over our own format for its bounded, audited parser), and the recipe can

@@ -15,7 +15,16 @@ from dataclasses import dataclass
 
 import torch
 
-from ._checks import ScoreCheck, check_choice, check_eps, check_finite, check_int, check_sde, check_tensor
+from ._checks import (
+    ScoreCheck,
+    check_choice,
+    check_cond,
+    check_eps,
+    check_finite,
+    check_int,
+    check_sde,
+    check_tensor,
+)
 from ._utils import batch_broadcast, batch_sum, flat_dim
 from .solvers.ode import ProbabilityFlow, _Dynamics
 
@@ -96,6 +105,7 @@ def log_likelihood(
     chunk_size: int | None = None,
     variable: str = "t",
     state: str = "x",
+    cond: dict | None = None,
 ) -> LikelihoodResult:
     """log p_eps(x) under the probability-flow ODE of ``sde`` and ``score_fn``.
 
@@ -113,6 +123,10 @@ def log_likelihood(
             ``d xhat / d sigma_hat = (xhat - D) / sigma_hat``; the log-determinant of the affine map
             is added back in closed form. Any pair works for any Gaussian-kernel SDE; the adaptive
             solver's error control then acts on the new variables (benchmarks_likelihood.md).
+        cond: conditioning, as in :func:`sde_gen.sample`: ``score_fn(x, t, **cond)`` with one row
+            of each tensor per sample of ``x``; the result is then ``log p_eps(x | cond)``. Each row
+            keeps its own conditioning through the divergence's batched backward passes (only
+            ``x`` is differentiated).
     """
     check_sde(sde)
     x = check_tensor("x", x)
@@ -125,7 +139,8 @@ def log_likelihood(
     solver = ProbabilityFlow() if solver is None else solver
     if not isinstance(solver, ProbabilityFlow):
         raise TypeError(f"solver must be a ProbabilityFlow, got {solver!r}")
-    score = ScoreCheck(score_fn)
+    cond = {k: v.to(x.device) for k, v in check_cond(cond, x.shape[0]).items()}
+    score = ScoreCheck(score_fn, cond=cond)
     ode = sde.probability_flow(score)
 
     if divergence == "exact":

@@ -14,6 +14,10 @@ The loss is a small object, :class:`DSMLoss` ``(model, batch) -> per-example los
 its SDE, a weighting and a time sampler (both replaceable: any ``weighting(sde, t, std) ->
 lambda(t) / std(t)^2`` and any object with ``eps`` and ``sample(n, generator, dtype, device) ->
 (t, w)``); :func:`dsm_loss` is the same computation as one function call.
+
+Conditioning (``loss(model, x, y=labels)``) is passed to ``model(x_t, t, **cond)``; with
+``p_uncond > 0`` each label is replaced by the null label with that probability (label dropout,
+Ho & Salimans 2021, Alg. 1), so one network learns the conditional and the unconditional score.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from ._checks import (
     check_choice,
     check_eps,
     check_int,
+    check_real,
     check_score_fn,
     check_score_output,
     check_sde,
@@ -134,16 +139,18 @@ class ImportanceSampler:
 
 class DSMDraws(NamedTuple):
     """The random part of one DSM estimate for a batch: times ``t`` ``(B,)``, standard normal noise
-    ``z`` shaped like the batch, and ``inv_p`` ``(B,)``, the importance weights ``1 / (p(t) (T - eps))``
-    (``None`` for uniform times)."""
+    ``z`` shaped like the batch, ``inv_p`` ``(B,)``, the importance weights ``1 / (p(t) (T - eps))``
+    (``None`` for uniform times), and ``drop`` ``(B,)`` bool, the labels replaced by the null label
+    (``None`` without label dropout)."""
 
     t: torch.Tensor
     z: torch.Tensor
     inv_p: torch.Tensor | None
+    drop: torch.Tensor | None = None
 
     def shard(self, index: slice) -> DSMDraws:
         """The draws of the examples ``index`` of the batch (a data-parallel rank's share)."""
-        return DSMDraws(self.t[index], self.z[index], None if self.inv_p is None else self.inv_p[index])
+        return DSMDraws(*(None if v is None else v[index] for v in self))
 
 
 class DSMLoss:
@@ -160,6 +167,9 @@ class DSMLoss:
             generator=, dtype=, device=) -> (t, w)``, ``w`` the weights relative to uniform times
             or ``None``); its ``eps`` is then the loss's.
         eps: the smallest time.
+        p_uncond: the probability of replacing each label ``y`` by ``null_label`` (label dropout for
+            classifier-free guidance, Ho & Salimans 2021); 0 leaves the labels alone.
+        null_label: the null label, ``K`` for a network with ``K`` classes; needed when ``p_uncond > 0``.
 
     Each example's loss is summed over its dimensions; the estimate is of the integral over
     ``[eps, T]`` divided by ``T - eps`` (the mean over uniform ``t``), for every time sampler.
@@ -173,8 +183,18 @@ class DSMLoss:
         importance_sampling: bool = False,
         time_sampler=None,
         eps: float = 1e-5,
+        p_uncond: float = 0.0,
+        null_label: int | None = None,
     ):
         self.sde = check_sde(sde)
+        self.p_uncond = check_real("p_uncond", p_uncond, low=0.0)
+        if self.p_uncond > 1:
+            raise ValueError(f"p_uncond must be in [0, 1], got {p_uncond!r}")
+        self.null_label = None if null_label is None else check_int("null_label", null_label, low=0)
+        if self.p_uncond > 0 and self.null_label is None:
+            raise ValueError(
+                f"p_uncond={p_uncond} > 0 needs null_label, the null label K of a network with K classes"
+            )
         if isinstance(weighting, str) or not callable(weighting):
             check_choice("weighting", weighting, set(WEIGHTINGS))
         self.weighting = weighting
@@ -207,13 +227,19 @@ class DSMLoss:
             if isinstance(self.weighting, str)
             else getattr(self.weighting, "__name__", "custom")
         )
-        return f"DSMLoss(weighting={w!r}, time_sampler={self.time_sampler!r})"
+        drop = f", p_uncond={self.p_uncond}, null_label={self.null_label}" if self.p_uncond else ""
+        return f"DSMLoss(weighting={w!r}, time_sampler={self.time_sampler!r}{drop})"
 
     def draw(self, x: torch.Tensor, generator: torch.Generator | None = None) -> DSMDraws:
-        """Draw ``t`` and then the noise ``z`` for the batch ``x``, in that order from ``generator``."""
+        """Draw ``t``, the noise ``z`` and (with ``p_uncond > 0``) the dropped labels ``u < p_uncond``,
+        ``u ~ U(0, 1)``, for the batch ``x``, in that order from ``generator``."""
         t, w = self.time_sampler.sample(x.shape[0], generator=generator, dtype=x.dtype, device=x.device)
         z = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
-        return DSMDraws(t, z, w)
+        drop = None
+        if self.p_uncond > 0:
+            u = torch.rand(x.shape[0], generator=generator, dtype=torch.float32, device=x.device)
+            drop = u < self.p_uncond
+        return DSMDraws(t, z, w, drop)
 
     def __call__(
         self,
@@ -222,11 +248,14 @@ class DSMLoss:
         *,
         generator: torch.Generator | None = None,
         draws: DSMDraws | None = None,
+        **cond,
     ) -> torch.Tensor:
         """The loss of each example of ``x`` ``(B, ...)``, shape ``(B,)``, for the score function
-        ``model(x_t, t)``. ``draws`` (from :meth:`draw`) fixes the times and noise; then
-        ``generator`` is not used. Data-parallel training draws for the whole global batch and
-        gives each rank its shard, so that the ranks together compute the single-process estimate."""
+        ``model(x_t, t, **cond)`` (``model(x_t, t)`` without conditioning; labels ``y`` dropped as
+        :meth:`draw` says). ``draws`` (from :meth:`draw`) fixes the times, noise and dropped
+        labels; then ``generator`` is not used. Data-parallel training draws for the whole global
+        batch and gives each rank its shard, so that the ranks together compute the single-process
+        estimate."""
         check_score_fn(model)
         x = check_tensor("x", x)
         if draws is None:
@@ -236,16 +265,30 @@ class DSMLoss:
                 f"draws do not fit x of shape {tuple(x.shape)}: "
                 f"t {tuple(draws.t.shape)}, z {tuple(draws.z.shape)}"
             )
-        t, z, w = draws
+        t, z, w, drop = draws
+        if self.p_uncond > 0:
+            cond = self._drop_labels(cond, drop, x.shape[0])
         mean, std = self.sde.marginal(x, t)
         std_b = batch_broadcast(std, x)
         x_t = mean + std_b * z
-        score = check_score_output(model(x_t, t), x_t)
+        score = check_score_output(model(x_t, t, **cond) if cond else model(x_t, t), x_t)
         # ||s + z / std||^2 = ||std s + z||^2 / std^2
         loss = 0.5 * batch_sum((std_b * score + z) ** 2)
         if self.weighting != "std2":
             loss = self._weight(self.sde, t, std) * loss
         return loss if w is None else loss * w
+
+    def _drop_labels(self, cond: dict, drop: torch.Tensor | None, batch: int) -> dict:
+        """``cond`` with ``y`` set to ``null_label`` where ``drop``."""
+        y = cond.get("y")
+        if not isinstance(y, torch.Tensor) or y.shape != (batch,) or y.is_floating_point():
+            got = tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__
+            raise ValueError(
+                f"p_uncond={self.p_uncond} > 0 needs integer labels y of shape ({batch},), got {got}"
+            )
+        if drop is None or drop.shape != (batch,):
+            raise ValueError("p_uncond > 0 needs draws with drop (from this loss's draw())")
+        return {**cond, "y": torch.where(drop.to(y.device), self.null_label, y)}
 
 
 def draw_dsm(

@@ -7,6 +7,12 @@ If ``x_0 ~ sum_k w_k N(mu_k, Sigma_k)`` and ``x_t = scale(t) x_0 + shift(t) + st
 so the density, the score and samples of every marginal are exact. Use it to validate an SDE, a
 solver or a likelihood: feed ``mixture.score_fn(sde)`` to a solver and compare with
 ``mixture.sample_marginal``. Samples of shape ``(B, ...)`` are flattened to ``(B, D)``.
+
+Labelled: the label ``y`` of a draw is its component ``k``, so ``p_t(x | y) = N(m_y(t), C_y(t))``
+has the exact conditional score ``-C_y^{-1} (x - m_y)`` and ``p(y | x_t)`` is the responsibility
+``w_y N(x; m_y, C_y) / p_t(x)``: an exact class-conditional model and an exact noisy classifier,
+for conditional sampling and guidance. The label ``K`` (one past the last) is the null label:
+it stands for "unconditional".
 """
 
 from __future__ import annotations
@@ -86,10 +92,14 @@ class GaussianMixture:
         """``n`` draws of x_0, shape ``(n, *event_shape)``."""
         n = check_int("n", n, low=1)
         k = torch.multinomial(self.weights, n, replacement=True, generator=generator)
+        return self._draw(k, generator)
+
+    def _draw(self, k: torch.Tensor, generator) -> torch.Tensor:
         L = torch.linalg.cholesky(self.covs)
-        z = torch.randn(n, self.dim, generator=generator, dtype=self.means.dtype, device=self.means.device)
+        like = dict(dtype=self.means.dtype, device=self.means.device)
+        z = torch.randn(k.shape[0], self.dim, generator=generator, **like)
         x = self.means[k] + (L[k] @ z[..., None])[..., 0]
-        return x.reshape((n,) + self.event_shape)
+        return x.reshape((k.shape[0],) + self.event_shape)
 
     # -- marginals at any t under an SDE ---------------------------------------------------
 
@@ -129,21 +139,105 @@ class GaussianMixture:
         _, _, _, log_comp = self._components(x, t, sde)
         return torch.logsumexp(log_comp, dim=1).to(x.dtype)
 
+    def _precision_diffs(self, x, t, sde):
+        """Log-weighted component densities ``(B, K)`` and ``C_k^{-1} (x - m_k)`` ``(B, K, D)``."""
+        _, L, diff, log_comp = self._components(x, t, sde)
+        return log_comp, torch.cholesky_solve(diff, L)[..., 0]
+
     def score(self, x: torch.Tensor, t, sde) -> torch.Tensor:
         """Exact ``grad_x log p_t(x)``, shaped like ``x``: ``-sum_k r_k C_k^{-1} (x - m_k)``."""
-        _, L, diff, log_comp = self._components(x, t, sde)
-        resp = torch.softmax(log_comp, dim=1)
-        prec_diff = torch.cholesky_solve(diff, L)[..., 0]  # (B, K, D)
-        s = -(resp[..., None] * prec_diff).sum(dim=1)
+        log_comp, prec_diff = self._precision_diffs(x, t, sde)
+        s = -(torch.softmax(log_comp, dim=1)[..., None] * prec_diff).sum(dim=1)
         return s.reshape(x.shape).to(x.dtype)
 
     def score_fn(self, sde):
         """The exact score of p_t under ``sde`` as a ``score_fn(x, t)``."""
         return lambda x, t: self.score(x, t, sde)
 
+    # -- the labelled mixture: label = component ----------------------------------------------
+
+    @property
+    def num_classes(self) -> int:
+        """``K``; the label ``K`` is the null (unconditional) label."""
+        return self.means.shape[0]
+
+    @property
+    def null_label(self) -> int:
+        return self.num_classes
+
+    def check_labels(self, y, batch: int, *, allow_null: bool = True) -> torch.Tensor:
+        """``y``: an integer tensor of shape ``(batch,)`` with entries in ``[0, K]`` (``[0, K)``
+        without ``allow_null``). Returned on the mixture's device."""
+        K = self.num_classes
+        if not isinstance(y, torch.Tensor):
+            raise TypeError(f"y must be a LongTensor of labels, got {type(y).__name__}")
+        if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
+            raise TypeError(f"y must hold integer labels (e.g. torch.long), got dtype {y.dtype}")
+        if tuple(y.shape) != (batch,):
+            got = tuple(y.shape)
+            want = f"({batch},) (one label per sample of x)" if batch >= 0 else "(n,)"
+            raise ValueError(f"y must have shape {want}, got {got}")
+        high = K if allow_null else K - 1
+        bad = (y < 0) | (y > high)
+        if bool(bad.any()):
+            allowed = f"0..{K - 1}, or {K} for unconditional" if allow_null else f"0..{K - 1}"
+            raise ValueError(
+                f"y must hold labels in {allowed} (the mixture has K={K} components), "
+                f"got {y[bad][:5].tolist()}"
+            )
+        return y.to(self.means.device)
+
+    def conditional_score(self, x: torch.Tensor, t, sde, y=None) -> torch.Tensor:
+        """Exact ``grad_x log p_t(x | y) = -C_y^{-1} (x - m_y)``, shaped like ``x``; rows with
+        ``y = K`` (and every row when ``y`` is ``None``) get the mixture's score."""
+        if y is None:
+            return self.score(x, t, sde)
+        y = self.check_labels(y, x.shape[0])
+        log_comp, prec_diff = self._precision_diffs(x, t, sde)
+        uncond = -(torch.softmax(log_comp, dim=1)[..., None] * prec_diff).sum(dim=1)
+        rows = torch.arange(x.shape[0], device=y.device)
+        cond = -prec_diff[rows, y.clamp(max=self.num_classes - 1)]
+        s = torch.where((y < self.num_classes)[:, None], cond, uncond)
+        return s.reshape(x.shape).to(x.dtype)
+
+    def conditional_score_fn(self, sde):
+        """The exact class-conditional score as ``score_fn(x, t, y=None)`` (``y`` of shape ``(B,)``;
+        ``None`` or ``K`` for the unconditional score)."""
+
+        def score_fn(x, t, y=None):
+            return self.conditional_score(x, t, sde, y)
+
+        score_fn.num_classes = score_fn.null_label = self.num_classes
+        return score_fn
+
+    def log_responsibility(self, x: torch.Tensor, t, sde, y) -> torch.Tensor:
+        """Exact ``log p(y | x_t)``, shape ``(B,)``: the log-responsibility of component ``y``
+        (differentiable in ``x``); ``y`` in ``[0, K)``."""
+        y = self.check_labels(y, x.shape[0], allow_null=False)
+        _, _, _, log_comp = self._components(x, t, sde)
+        log_r = log_comp - torch.logsumexp(log_comp, dim=1, keepdim=True)
+        return log_r[torch.arange(x.shape[0], device=y.device), y].to(x.dtype)
+
+    def classifier_fn(self, sde):
+        """The exact noisy classifier as ``log_prob_fn(x, t, y) -> (B,)`` = ``log p(y | x_t)``."""
+        return lambda x, t, y: self.log_responsibility(x, t, sde, y)
+
+    def sample_conditional(self, y, *, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Draws of ``x_0 | y``, one per label of ``y`` ``(n,)``: shape ``(n, *event_shape)``."""
+        n = y.shape[0] if isinstance(y, torch.Tensor) and y.ndim == 1 else -1
+        y = self.check_labels(y, n, allow_null=False)
+        return self._draw(y, generator)
+
+    def sample_marginal_conditional(self, y, t: float, sde, *, generator=None) -> torch.Tensor:
+        """Exact draws of ``p_t(x | y)``, one per label of ``y`` ``(n,)``: ``x_0 | y``, then the kernel."""
+        return self._noised(self.sample_conditional(y, generator=generator), t, sde, generator)
+
     def sample_marginal(self, n: int, t: float, sde, *, generator=None) -> torch.Tensor:
         """``n`` exact draws of p_t under ``sde``: x_0 from the mixture, then the kernel."""
-        x0 = self.sample(n, generator=generator)
+        return self._noised(self.sample(n, generator=generator), t, sde, generator)
+
+    @staticmethod
+    def _noised(x0, t, sde, generator):
         mean, std = sde.marginal(x0, time_vector(t, x0))
         z = torch.randn(x0.shape, generator=generator, dtype=x0.dtype, device=x0.device)
         return mean + std.reshape((-1,) + (1,) * (x0.ndim - 1)) * z

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ._checks import ScoreCheck, check_eps, check_finite, check_sde, check_tensor
+from ._checks import ScoreCheck, check_cond, check_eps, check_finite, check_sde, check_tensor
 from ._utils import time_vector
 from .noise import KeyedNoise
 from .sde import _check_shape, _GaussianPriorMixin
@@ -42,6 +42,7 @@ def sample(
     device: torch.device | str | None = None,
     return_result: bool = False,
     progress: bool = False,
+    cond: dict | None = None,
 ):
     """Draw samples of p_eps by integrating the reverse dynamics from ``T`` to ``eps``.
 
@@ -59,6 +60,9 @@ def sample(
         dtype, device: of the prior draw, as in torch (default: torch's defaults).
         return_result: return a :class:`SampleResult` with the NFE instead of a tensor.
         progress: show a progress bar (tqdm) over the solver's steps.
+        cond: conditioning passed to every evaluation as ``score_fn(x, t, **cond)``: a dict of
+            tensors with one row per sample (first dimension ``B``), e.g. ``{"y": labels}`` with
+            integer class labels; moved to the samples' device. ``None``: ``score_fn(x, t)``.
 
     Returns a tensor of shape ``shape`` (or a :class:`SampleResult`). Raises
     ``FloatingPointError`` naming the samples that came out non-finite.
@@ -68,6 +72,7 @@ def sample(
         raise TypeError(f"solver must be an sde_gen Solver (e.g. EulerMaruyama(steps=1000)), got {solver!r}")
     eps = check_eps(eps, sde.T)
     shape = _check_shape(shape)
+    cond = check_cond(cond, shape[0])
     if callback is not None and not callable(callback):
         raise TypeError(f"callback must be callable as callback(info) or None, got {callback!r}")
     if generator is not None and not isinstance(generator, (torch.Generator, KeyedNoise)):
@@ -95,7 +100,7 @@ def sample(
         raise ValueError(f"generator is on {generator.device}, but the samples are on {x.device}")
     if keyed:
         generator.draw = 1  # draw 0 is the prior's, whether or not x_T is given
-    score = ScoreCheck(score_fn)
+    score = ScoreCheck(score_fn, cond={k: v.to(x.device) for k, v in cond.items()})
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -149,18 +154,26 @@ def _keyed_prior(sde, shape, noise: KeyedNoise, dtype, device) -> torch.Tensor:
 
 
 def encode(
-    sde, score_fn: Callable, x: torch.Tensor, *, eps: float = 1e-5, solver: ProbabilityFlow | None = None
+    sde,
+    score_fn: Callable,
+    x: torch.Tensor,
+    *,
+    eps: float = 1e-5,
+    solver: ProbabilityFlow | None = None,
+    cond: dict | None = None,
 ):
     """Map data ``x`` at ``t = eps`` to its latent at ``T`` with the probability-flow ODE.
 
-    ``sample(..., solver, x_T=encode(...), eps=eps)`` with the same ``ProbabilityFlow`` decodes it.
+    ``sample(..., solver, x_T=encode(...), eps=eps)`` with the same ``ProbabilityFlow`` (and the
+    same ``cond``, as in :func:`sample`) decodes it.
     """
     check_sde(sde)
     x = check_tensor("x", x)
+    cond = {k: v.to(x.device) for k, v in check_cond(cond, x.shape[0]).items()}
     eps = check_eps(eps, sde.T)
     solver = ProbabilityFlow() if solver is None else solver
     if not isinstance(solver, ProbabilityFlow):
         raise TypeError(f"solver must be a ProbabilityFlow (encoding is deterministic), got {solver!r}")
-    z, _ = solver.solve(sde, ScoreCheck(score_fn), x, eps, sde.T)
+    z, _ = solver.solve(sde, ScoreCheck(score_fn, cond=cond), x, eps, sde.T)
     check_finite("encoded latent", z)
     return z

@@ -1,4 +1,4 @@
-"""Turn a network ``net(x, t)`` into a score function ``score_fn(x, t)``."""
+"""Turn a network ``net(x, t, **cond)`` into a score function ``score_fn(x, t, **cond)``."""
 
 from __future__ import annotations
 
@@ -21,7 +21,9 @@ class ScoreModel(nn.Module):
     - ``"score"``: the network output is scaled, ``score = net(x, t) / std(t)`` (the reference's
       choice for VE, Song & Ermon 2020, technique 3), so the network works at unit scale.
 
-    ``std(t)`` comes from ``sde.marginal``, so any SDE works. Call it as ``model(x, t)``.
+    ``std(t)`` comes from ``sde.marginal``, so any SDE works. Call it as ``model(x, t)``, or with
+    conditioning as ``model(x, t, **cond)`` (e.g. ``y=labels`` for a class-conditional network),
+    which is passed to the network unchanged.
     """
 
     def __init__(self, net: nn.Module, sde, parameterization: str = "noise"):
@@ -33,8 +35,13 @@ class ScoreModel(nn.Module):
     def std(self, t: torch.Tensor) -> torch.Tensor:
         return self.sde.marginal(torch.zeros(t.shape[0], 1, dtype=t.dtype, device=t.device), t)[1]
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        out = self.net(x, t)
+    @property
+    def num_classes(self) -> int | None:
+        """The network's number of classes ``K`` (the null label is ``K``), ``None`` if unconditional."""
+        return getattr(self.net, "num_classes", None)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, **cond) -> torch.Tensor:
+        out = self.net(x, t, **cond) if cond else self.net(x, t)
         std = batch_broadcast(self.std(t), x)
         return -out / std if self.parameterization == "noise" else out / std
 

@@ -166,6 +166,8 @@ def namespace(tmp: Path) -> dict:
         "net": sg.MLP(2, hidden=8, depth=1, embed_dim=8),
         "data": torch.randn(64, 2, generator=torch.Generator().manual_seed(1)),
         "lp": torch.zeros(4, dtype=f64),
+        "mix": sg.gmm8(),
+        "y": torch.tensor([0, 1, 2, 3]),
     }
 
 
@@ -181,6 +183,8 @@ ode = sg.ProbabilityFlow("rk4", steps=2)
 net = sg.MLP(2, hidden=8, depth=1, embed_dim=8)  # float32 parameters
 data = torch.randn(64, 2)                        # float32 training data
 lp = torch.zeros(4, dtype=torch.float64)         # log-densities
+mix = sg.gmm8()                                  # 8 labelled Gaussians in 2-D (labels 0..7, null 8)
+y = torch.tensor([0, 1, 2, 3])                   # labels
 tmp = <a fresh temporary directory>
 def garbage(path): ...                           # writes 16 bytes of text to path, returns path
 ```"""
@@ -630,6 +634,77 @@ def _cases() -> list[Case]:
             "sg.Heun(steps=10, churn=-1.0)",
             ValueError,
             r"^churn must be >= 0.0, got -1.0",
+        ),
+        api(
+            "cond-label-range",
+            "conditioning",
+            'sg.sample(sde, mix.conditional_score_fn(sde), (4, 2), sg.DDIM(5), cond={"y": y + 6})',
+            ValueError,
+            r"^y must hold labels in 0..7, or 8 for unconditional \(the mixture has K=8 components\), "
+            r"got \[9\]",
+        ),
+        api(
+            "cond-length",
+            "conditioning",
+            'sg.sample(sde, mix.conditional_score_fn(sde), (4, 2), sg.DDIM(5), cond={"y": y[:2]})',
+            ValueError,
+            r"^cond\['y'\] has 2 rows, but the batch has 4 samples",
+        ),
+        api(
+            "cond-float-labels",
+            "conditioning",
+            'sg.sample(sde, mix.conditional_score_fn(sde), (4, 2), sg.DDIM(5), cond={"y": y.float()})',
+            TypeError,
+            r"^cond\['y'\] holds class labels and must be an integer tensor",
+        ),
+        api(
+            "cond-unconditional-score",
+            "conditioning",
+            'sg.sample(sde, score, (4, 2), sg.DDIM(5), cond={"y": y})',
+            TypeError,
+            r"does not accept the conditioning keyword\(s\) \['y'\]",
+        ),
+        api(
+            "cfg-w-nan",
+            "conditioning",
+            'sg.classifier_free_guidance(mix.conditional_score_fn(sde), float("nan"), null=8)',
+            ValueError,
+            r"^w must be finite, got nan",
+        ),
+        api(
+            "classifier-guidance-scale",
+            "conditioning",
+            'sg.classifier_guidance(score, mix.classifier_fn(sde), float("inf"))',
+            ValueError,
+            r"^scale must be finite, got inf",
+        ),
+        api(
+            "inverse-mask-shape",
+            "inverse",
+            "sg.solve_inverse(sde, score, x, sg.Mask(torch.ones(3)), sg.DDIM(5, eta=1.0))",
+            ValueError,
+            r"^mask has shape \(3,\) but one sample of x has shape \(2,\)",
+        ),
+        api(
+            "inverse-method",
+            "inverse",
+            'sg.solve_inverse(sde, score, x, sg.Mask(torch.tensor([1.0, 0.0])), solver, method="magic")',
+            ValueError,
+            r"^method must be one of \['dps', 'repaint', 'replacement', 'smc'\], got 'magic'",
+        ),
+        api(
+            "inverse-noise-std",
+            "inverse",
+            "sg.solve_inverse(sde, score, x, sg.Mask(torch.tensor([1.0, 0.0])), solver, noise_std=-1.0)",
+            ValueError,
+            r"^noise_std must be >= 0.0, got -1.0",
+        ),
+        api(
+            "superresolution-factor",
+            "inverse",
+            "sg.SuperResolution(3)(torch.zeros(2, 1, 8, 8))",
+            ValueError,
+            r"^SuperResolution\(factor=3\) needs samples \(..., H, W\) with H and W divisible by 3",
         ),
         api(
             "keyed-noise-seed",

@@ -165,6 +165,39 @@ def test_digits_images_bits_per_dim_and_grid(tmp_path):
     assert (small[1:9, 1:9] < 1).any()  # the first image is not blank
 
 
+def test_class_conditional_digits_with_guidance(tmp_path):
+    """experiment=digits_cond: labels reach the loss (label dropout), the samples come one picture
+    row per class with their labels saved, guidance doubles the network evaluations, and the
+    samples' class accuracy is reported."""
+    cfg = cfg_of(
+        "experiment=digits_cond",
+        *TINY,
+        "solver=ddim",
+        "solver.steps=3",
+        "sample.num=20",
+        "sample.w=2.0",
+        "metrics.num=30",
+        "mode=all",
+    )
+    built = run_script.build(cfg)
+    assert built.model.num_classes == 10 and built.trainer.loss_fn.p_uncond == 0.1
+    assert built.trainer.loss_fn.null_label == 10
+    assert torch.equal(built.trainer.data.labels, built.data.train_labels)
+    metrics = run_script.execute(cfg, out_dir=tmp_path)
+    assert metrics["sample_nfe"] == 2 * (3 + 1)  # conditional and null model at 3 steps and the denoising
+    assert 0.0 <= metrics["class_accuracy"] <= 1.0
+    labels = torch.load(tmp_path / "labels.pt")
+    assert labels[:20].tolist() == [k for k in range(10) for _ in range(2)]  # one picture row per class
+    assert torch.bincount(labels[:30], minlength=10).tolist() == [3] * 10  # the scored ones balanced
+
+
+def test_conditional_model_needs_labels_and_unconditional_no_dropout():
+    with pytest.raises(run_script.ConfigError, match=r"model.num_classes=10.*null: data=gmm8 has no labels"):
+        run_script.build(cfg_of("experiment=gmm8", "model.num_classes=10", *TINY))
+    with pytest.raises(run_script.ConfigError, match=r"train.p_uncond=0.1.*unconditional"):
+        run_script.build(cfg_of("train.p_uncond=0.1", *TINY))
+
+
 def test_resume_and_ckpt(tmp_path, capsys):
     # A constant learning rate: with cosine decay, train.steps=2 and train.steps=4 are different schedules.
     base = ["experiment=gmm8", "solver=em", "solver.steps=4", "train.cosine_decay=false", "mode=train", *TINY]

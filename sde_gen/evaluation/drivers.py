@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from .. import distributed as dist_utils
-from .._checks import check_choice, check_int, check_tensor
+from .._checks import check_choice, check_cond, check_int, check_tensor
 from ..likelihood import log_likelihood
 from ..noise import KeyedNoise
 from ..sampling import sample
@@ -57,6 +57,7 @@ def evaluate_nll(
     seed: int | None = None,
     device=None,
     progress: bool = False,
+    cond: dict | None = None,
 ) -> dict:
     """Negative log-likelihood in nats of vector data ``x`` ``(N, ...)`` under the probability-flow
     model, in chunks of ``batch_size`` points (moved to ``device`` one at a time when given),
@@ -75,12 +76,16 @@ def evaluate_nll(
     its error over the whole chunk, so results depend on ``batch_size`` within the tolerance; with
     a fixed grid they do not (up to rounding).
 
+    ``cond`` (a dict of tensors with one row per point of ``x``, see :func:`sde_gen.sample`) is
+    split with the points: each chunk's rows go with its points, giving ``-log p(x | cond)``.
+
     The old argument order ``evaluate_nll(score_fn, sde, x)`` still works, with a ``DeprecationWarning``.
     """
     sde, score_fn = _sde_first(sde, score_fn, "evaluate_nll")
     x = check_tensor("x", x)
     batch_size = check_int("batch_size", batch_size, low=1)
     check_choice("divergence", divergence, {"exact", "hutchinson"})
+    cond = check_cond(cond, x.shape[0])
     noisy = divergence == "hutchinson"
     seed = _noise_seed(seed, generator, noisy=noisy, what="divergence='hutchinson'")
     chunks = _my_chunks(_num_chunks(x.shape[0], batch_size))
@@ -99,6 +104,7 @@ def evaluate_nll(
             divergence=divergence,
             num_probes=num_probes,
             generator=g,
+            cond=_rows(cond, i * batch_size, xb.shape[0]),
         )
         nll.append(-res.log_prob.detach().double().cpu())
         chunk_nfe.append(res.nfe)
@@ -107,6 +113,11 @@ def evaluate_nll(
     nll = _gather_chunks(nll, bar)
     se = float(nll.std() / math.sqrt(nll.numel())) if nll.numel() > 1 else float("nan")
     return {"nll": float(nll.mean()), "nll_se": se, "per_point": nll, **_nfe_stats(chunk_nfe)}
+
+
+def _rows(cond: dict, start: int, size: int) -> dict:
+    """Rows ``[start, start + size)`` of every conditioning tensor: a chunk's share."""
+    return {k: v[start : start + size] for k, v in cond.items()}
 
 
 def _check_sample_shape(shape) -> tuple[int, ...]:
@@ -137,6 +148,7 @@ def generate_samples(
     out: str | os.PathLike | None = None,
     progress: bool = False,
     noise: str = "chunk",
+    cond: dict | None = None,
 ) -> dict:
     """Draw ``n`` samples of shape ``shape`` (one sample's, e.g. ``(3, 32, 32)``) with
     :func:`sde_gen.sample`, in chunks of ``batch_size``, spread over the ranks under
@@ -152,9 +164,13 @@ def generate_samples(
     ``torch.no_grad()`` on ``device`` and moved to the CPU; the ranks then exchange one round of
     chunks at a time (at most ``world_size * batch_size`` samples in flight).
 
+    ``cond`` (a dict of tensors with ``n`` rows, e.g. ``{"y": labels}``; see :func:`sde_gen.sample`)
+    is split with the samples: chunk ``i`` gets rows ``[i * batch_size, (i + 1) * batch_size)``, so
+    sample ``k`` is drawn with row ``k`` of every tensor, whatever the chunking and the ranks.
+
     Returns the same dict on every rank: ``{"samples": (n, *shape) CPU tensor in order, "path":
-    None, and the NFE keys of :func:`evaluate_nll`}`` (the NFE of a chunk includes the denoising
-    step's score evaluation).
+    None, "cond": the conditioning as given (``{}`` without), and the NFE keys of
+    :func:`evaluate_nll`}`` (the NFE of a chunk includes the denoising step's score evaluations).
 
     With ``out`` (a path, conventionally ``.npy``), rank 0 writes each round's chunks into a
     ``numpy.lib.format.open_memmap`` file instead of keeping them (written as ``<out>.partial`` and
@@ -168,6 +184,7 @@ def generate_samples(
     batch_size = check_int("batch_size", batch_size, low=1)
     seed = _noise_seed(check_int("seed", seed, low=0), None, noisy=True, what="sampling")
     check_choice("noise", noise, {"chunk", "keyed"})
+    cond = check_cond(cond, n)
     if out is not None and not isinstance(out, (str, os.PathLike)):
         raise TypeError(f"out must be a path (str or os.PathLike) or None, got {type(out).__name__}")
     probe = torch.empty(0, dtype=dtype, device=device)  # resolves torch's default dtype and device
@@ -206,6 +223,7 @@ def generate_samples(
                     dtype=dtype,
                     device=device,
                     return_result=True,
+                    cond=_rows(cond, i * batch_size, size),
                 )
             xb = res.x.detach().cpu()
             chunk_nfe.append(res.nfe)
@@ -237,7 +255,7 @@ def generate_samples(
         bar.close()
     stats = _nfe_stats(chunk_nfe)
     if out is None:
-        return {"samples": torch.cat(parts), "path": None, **stats}
+        return {"samples": torch.cat(parts), "path": None, "cond": cond, **stats}
     path = Path(out)
     samples = None
     if write:
@@ -248,4 +266,4 @@ def generate_samples(
 
         samples = np.load(path, mmap_mode="r")
     dist_utils.barrier()
-    return {"samples": samples, "path": path, **stats}
+    return {"samples": samples, "path": path, "cond": cond, **stats}

@@ -16,6 +16,8 @@ __all__ = [
     "make_time_embedding",
     "check_time",
     "check_input_dtype",
+    "check_labels",
+    "label_embedding",
 ]
 
 
@@ -42,6 +44,46 @@ def check_input_dtype(x: torch.Tensor, weight: torch.Tensor) -> None:
             f"x has dtype {x.dtype} but the network's parameters are {weight.dtype}: "
             f"convert one of them (x.to({weight.dtype}) or net.to({x.dtype}))"
         )
+
+
+def label_embedding(num_classes, dim: int) -> nn.Embedding | None:
+    """The class embedding of a class-conditional network: ``num_classes + 1`` rows of size ``dim``,
+    row ``num_classes`` the null label (classifier-free guidance, Ho & Salimans 2021); ``None`` for
+    an unconditional network (``num_classes=None``)."""
+    if num_classes is None:
+        return None
+    check_int("num_classes", num_classes, low=1)
+    return nn.Embedding(num_classes + 1, dim)
+
+
+def check_labels(y, x: torch.Tensor, num_classes: int | None) -> torch.Tensor | None:
+    """The labels ``y`` of a batch ``x`` ``(B, ...)`` as an int64 tensor ``(B,)`` on ``x``'s device.
+
+    ``y=None`` gives the null label ``num_classes`` for every row; entries must be in
+    ``[0, num_classes]`` (one host synchronisation). An unconditional network (``num_classes=None``)
+    takes no labels and returns ``None``.
+    """
+    if num_classes is None:
+        if y is not None:
+            raise TypeError(
+                "y was given, but this network is unconditional (num_classes=None): it takes no labels"
+            )
+        return None
+    if y is None:
+        return torch.full((x.shape[0],), num_classes, dtype=torch.long, device=x.device)
+    if not isinstance(y, torch.Tensor):
+        raise TypeError(f"y must be a LongTensor of labels of shape (B,), got {type(y).__name__}")
+    if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
+        raise TypeError(f"y must hold integer labels (e.g. torch.long), got dtype {y.dtype}")
+    if tuple(y.shape) != (x.shape[0],):
+        raise ValueError(f"y must have shape (B,) = ({x.shape[0]},) to match x, got {tuple(y.shape)}")
+    bad = (y < 0) | (y > num_classes)
+    if bool(bad.any()):
+        raise ValueError(
+            f"y must hold labels in [0, {num_classes}] ({num_classes} is the null label; num_classes="
+            f"{num_classes}), got {y[bad][:5].tolist()}"
+        )
+    return y.to(device=x.device, dtype=torch.long)
 
 
 class GaussianFourierEmbedding(nn.Module):

@@ -11,7 +11,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from .._checks import check_choice, check_int, check_real, check_tensor
-from .embeddings import TIME_EMBEDDINGS, check_input_dtype, check_time, make_time_embedding
+from .embeddings import (
+    TIME_EMBEDDINGS,
+    check_input_dtype,
+    check_labels,
+    check_time,
+    label_embedding,
+    make_time_embedding,
+)
 
 __all__ = ["UNet"]
 
@@ -136,7 +143,7 @@ class _Level(nn.Module):
 
 
 class UNet(nn.Module):
-    """``net(x, t)``: ``x`` of shape ``(B, in_channels, image_size, image_size)``, ``t`` of shape
+    """``net(x, t, y=None)``: ``x`` of shape ``(B, in_channels, image_size, image_size)``, ``t`` of shape
     ``(B,)``; returns ``(B, out_channels, image_size, image_size)`` (``out_channels = in_channels``
     by default, so the output is shaped like ``x``).
 
@@ -157,6 +164,11 @@ class UNet(nn.Module):
 
     ``image_size`` must be divisible by ``2^(len(channel_mult) - 1)`` (28 for MNIST allows three
     levels, 28 -> 14 -> 7). Normalisation is GroupNorm only, so samples never interact.
+
+    ``num_classes=K`` makes it class-conditional (Dhariwal & Nichol 2021): an embedding of the
+    label ``y`` ``(B,)`` of size ``4 * channels`` (``K + 1`` rows, row ``K`` the null label, also used
+    when ``y`` is ``None``) is added to the time embedding before its SiLU. It is created last, so
+    the other parameters are those of the unconditional network built from the same seed.
     """
 
     def __init__(
@@ -172,6 +184,7 @@ class UNet(nn.Module):
         resblock_updown: bool = True,
         skip_rescale: bool = True,
         out_channels: int | None = None,
+        num_classes: int | None = None,
     ):
         super().__init__()
         self.in_channels = check_int("in_channels", in_channels, low=1)
@@ -258,14 +271,20 @@ class UNet(nn.Module):
 
         self.norm_out = group_norm(ch)
         self.conv_out = _conv(ch, self.out_channels, zero=True)
+        self.num_classes = None if num_classes is None else check_int("num_classes", num_classes, low=1)
+        self.label_embed = label_embedding(num_classes, emb_dim)
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         check_tensor("x", x)
         expected = (self.in_channels, self.image_size, self.image_size)
         if x.ndim != 4 or tuple(x.shape[1:]) != expected:
             raise ValueError(f"x must have shape (B, {', '.join(map(str, expected))}), got {tuple(x.shape)}")
         check_input_dtype(x, self.conv_in.weight)
-        emb = F.silu(self.embed(check_time(t, x)))  # (B, 4 * channels), activated once for all blocks
+        y = check_labels(y, x, self.num_classes)
+        emb = self.embed(check_time(t, x))
+        if y is not None:
+            emb = emb + self.label_embed(y).to(emb.dtype)
+        emb = F.silu(emb)  # (B, 4 * channels), activated once for all blocks
 
         h = self.conv_in(x)
         hs = [h]
@@ -293,6 +312,7 @@ class UNet(nn.Module):
             f"in_channels={self.in_channels}, image_size={self.image_size}, channels={self.channels}, "
             f"channel_mult={self.channel_mult}, num_res_blocks={self.num_res_blocks}, "
             f"attn_resolutions={self.attn_resolutions}, time_embedding={self.time_embedding!r}"
+            + (f", num_classes={self.num_classes}" if self.num_classes is not None else "")
         )
 
     # -- presets ----------------------------------------------------------------------------------

@@ -27,6 +27,9 @@ class Batches:
             training device (e.g. uniform dequantization), drawing its noise from ``generator``.
         seed: seeds the data order; a :class:`~sde_gen.Trainer` seeds its own random streams (the
             loss's noise, dropout) from it too, so one number fixes a whole run.
+        labels: integer class labels ``(N,)`` in ``[0, K)``, one per item: then
+            ``next(with_cond=True)`` returns each batch with its conditioning ``{"y": labels}`` (the
+            rows of the same items), which a :class:`~sde_gen.Trainer` hands to its loss.
 
     Floating ``data`` must be finite: NaN or Inf raises ``ValueError`` naming the bad items' count
     and indices, checked once here. The order's state (generator, permutation, position) is in
@@ -40,6 +43,7 @@ class Batches:
         *,
         transform: Callable | None = None,
         seed: int = 0,
+        labels: torch.Tensor | None = None,
     ):
         if not isinstance(data, torch.Tensor):
             raise TypeError(f"data must be a torch.Tensor of shape (N, ...), got {type(data).__name__}")
@@ -53,6 +57,7 @@ class Batches:
         if data.is_floating_point():
             _check_finite(check_tensor("data", data))
         self.data = data
+        self.labels = None if labels is None else _check_labels(labels, n)
         if batch_size is None:
             batch_size = min(DEFAULT_BATCH_SIZE, n)
         self.batch_size = check_int("batch_size", batch_size, low=1)
@@ -72,12 +77,19 @@ class Batches:
         self.pos = 0
 
     def __repr__(self) -> str:
-        return f"Batches(N={self.data.shape[0]}, batch_size={self.batch_size}, seed={self.seed})"
+        labelled = "" if self.labels is None else ", labels"
+        return f"Batches(N={self.data.shape[0]}, batch_size={self.batch_size}, seed={self.seed}{labelled})"
 
     def next(
-        self, device: torch.device | None = None, generator: torch.Generator | None = None
-    ) -> torch.Tensor:
-        """The next batch, moved to ``device`` and transformed with noise from ``generator``."""
+        self,
+        device: torch.device | None = None,
+        generator: torch.Generator | None = None,
+        *,
+        with_cond: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, dict]:
+        """The next batch, moved to ``device`` and transformed with noise from ``generator``; with
+        ``with_cond=True`` the pair ``(batch, cond)``, ``cond`` = ``{"y": labels}`` of the same items
+        (``{}`` without labels). The data order does not depend on ``with_cond``."""
         n = self.data.shape[0]
         idx, have = [], 0
         while have < self.batch_size:
@@ -88,9 +100,16 @@ class Batches:
             idx.append(self.perm[self.pos : self.pos + take])
             self.pos += take
             have += take
-        batch = self.data[torch.cat(idx)]
+        idx = torch.cat(idx)
+        batch = self.data[idx]
         batch = batch.to(device) if device is not None else batch
-        return self.transform(batch, generator) if self.transform is not None else batch
+        batch = self.transform(batch, generator) if self.transform is not None else batch
+        if not with_cond:
+            return batch
+        if self.labels is None:
+            return batch, {}
+        y = self.labels[idx]
+        return batch, {"y": y.to(device) if device is not None else y}
 
     def state_dict(self) -> dict:
         return {"generator": self.generator.get_state(), "perm": self.perm, "pos": self.pos}
@@ -138,6 +157,21 @@ class Batches:
         except RuntimeError as e:
             raise ValueError(f"the data order state's generator state is damaged ({e})") from e
         return fresh, perm.cpu(), index
+
+
+def _check_labels(labels, n: int) -> torch.Tensor:
+    """``labels``: an integer tensor ``(n,)`` of non-negative class labels, returned as int64."""
+    if not isinstance(labels, torch.Tensor):
+        raise TypeError(f"labels must be a torch.Tensor of shape (N,), got {type(labels).__name__}")
+    if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+        raise TypeError(f"labels must hold integer class labels (e.g. torch.long), got dtype {labels.dtype}")
+    if tuple(labels.shape) != (n,):
+        raise ValueError(
+            f"labels must have shape (N,) = ({n},), one per item of data, got {tuple(labels.shape)}"
+        )
+    if bool((labels < 0).any()):
+        raise ValueError(f"labels must be >= 0 (class indices), got {labels[labels < 0][:5].tolist()}")
+    return labels.to(torch.long)
 
 
 def _check_finite(data: torch.Tensor, chunk: int = 1 << 22) -> None:

@@ -35,9 +35,10 @@ class Trainer:
         loss_fn: ``loss_fn(model, batch, generator=...) -> (B,)`` per-example losses, e.g.
             :class:`~sde_gen.DSMLoss`. A loss with a ``draw(batch, generator)`` method (as
             ``DSMLoss`` has) is called as ``loss_fn(model, shard, draws=draws.shard(...))``, which
-            makes data-parallel training equal to one process.
-        data: a :class:`~sde_gen.Batches` (data, batch size, transform, seed), or a tensor for
-            ``Batches(data)``.
+            makes data-parallel training equal to one process. With labelled batches the loss
+            also gets their conditioning, ``loss_fn(..., y=labels)`` (each rank its shard).
+        data: a :class:`~sde_gen.Batches` (data, batch size, transform, seed, labels), or a tensor
+            for ``Batches(data)``.
         optimizer: a ``torch.optim.Optimizer`` over ``model.parameters()``, or a callable
             ``optimizer(params)`` that builds one (``functools.partial(torch.optim.Adam, lr=...)``,
             or Hydra's ``_partial_``); default Adam with lr 2e-4.
@@ -196,13 +197,14 @@ class Trainer:
         self.noise_gen.set_state(snap["noise_gen"])
         self.torch_rng = snap["torch_rng"]
 
-    def _micro_loss(self, x: torch.Tensor) -> torch.Tensor:
-        """The mean loss of this rank's shard of the micro-batch ``x``."""
+    def _micro_loss(self, x: torch.Tensor, cond: dict) -> torch.Tensor:
+        """The mean loss of this rank's shard of the micro-batch ``x`` and its conditioning ``cond``."""
         draw = getattr(self.loss_fn, "draw", None)
         if draw is None:
-            return self.loss_fn(self.net, x, generator=self.noise_gen).mean()
+            return self.loss_fn(self.net, x, generator=self.noise_gen, **cond).mean()
         draws = draw(x, generator=self.noise_gen)
-        return self.loss_fn(self.net, x[self._shard], draws=draws.shard(self._shard)).mean()
+        shard = {k: v[self._shard] for k, v in cond.items()}  # labels go with their examples
+        return self.loss_fn(self.net, x[self._shard], draws=draws.shard(self._shard), **shard).mean()
 
     def train_step(self) -> dict:
         """One optimiser step over ``accumulate`` micro-batches; returns loss, lr, grad_norm (and
@@ -220,13 +222,13 @@ class Trainer:
         torch.set_rng_state(self.torch_rng)
         try:
             for i in range(self.accumulate):
-                x = self.data.next(self.device, self.noise_gen)
+                x, cond = self.data.next(self.device, self.noise_gen, with_cond=True)
                 batches.append(x)
                 # Gradients are averaged over ranks once, on the last micro-batch.
                 last = i == self.accumulate - 1
                 sync = contextlib.nullcontext() if last or self.net is self.model else self.net.no_sync()
                 with sync:
-                    loss = self._micro_loss(x)
+                    loss = self._micro_loss(x, cond)
                     (loss / self.accumulate).backward()
                 local += loss.detach().double() / self.accumulate
         finally:
