@@ -240,6 +240,7 @@ def main(argv=None) -> None:
     p.add_argument("--plot", default=str(ROOT / "docs" / "img" / "samplers_nfe.png"))
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--mixtures", default=None, help="comma-separated subset of: gmm8, 16d")
+    p.add_argument("--no-overhead", action="store_true", help="skip the overhead measurement (partial runs)")
     p.add_argument(
         "--cache", default=None, help="a directory keeping each (mixture, SDE) result as it is done"
     )
