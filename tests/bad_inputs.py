@@ -1151,6 +1151,8 @@ CATEGORIES = (
     "SDE",
     "solver",
     "sampling",
+    "conditioning",
+    "inverse",
     "likelihood",
     "score function",
     "training",
