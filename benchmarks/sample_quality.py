@@ -96,6 +96,16 @@ SAMPLERS = {
         ),
         Sampler("unipc", lambda n: _build(sg.UniPC, n), "UniPC bh2 order 2, log-SNR grid"),
         Sampler("ipndm", lambda n: _build(sg.IPNDM, n), "iPNDM, EDM grid"),
+        Sampler(
+            "ipndm_uniform",
+            lambda n: _build(sg.IPNDM, n, schedule="time_uniform"),
+            "iPNDM, uniform grid in t (the oracle's best)",
+        ),
+        Sampler(
+            "dpmpp2m_quadratic",
+            lambda n: _build(sg.DPMSolverPlusPlus, n, schedule="time_quadratic"),
+            "DPM-Solver++ 2M, time-quadratic grid",
+        ),
         Sampler("heun", lambda n: _build(sg.Heun, n), "EDM's Heun (Algorithm 1), EDM grid"),
     ]
 }
