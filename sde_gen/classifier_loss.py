@@ -68,13 +68,7 @@ class ClassifierLoss:
             raise ValueError(
                 "ClassifierLoss needs the labels: loss(model, x, y=labels) (Batches(..., labels=))"
             )
-        if draws is None:
-            draws = self.draw(x, generator)
-        elif draws.z.shape != x.shape or draws.t.shape != x.shape[:1]:
-            raise ValueError(
-                f"draws do not fit x of shape {tuple(x.shape)}: "
-                f"t {tuple(draws.t.shape)}, z {tuple(draws.z.shape)}"
-            )
+        draws = self._dsm.draws_for(x, generator, draws)
         mean, std = self.sde.marginal(x, draws.t)
         x_t = mean + batch_broadcast(std, x) * draws.z
         logits = model(x_t, draws.t)

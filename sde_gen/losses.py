@@ -241,6 +241,17 @@ class DSMLoss:
             drop = u < self.p_uncond
         return DSMDraws(t, z, w, drop)
 
+    def draws_for(self, x: torch.Tensor, generator=None, draws: DSMDraws | None = None) -> DSMDraws:
+        """``draws`` checked against ``x``, or fresh ones from ``generator``."""
+        if draws is None:
+            return self.draw(x, generator)
+        if draws.z.shape != x.shape or draws.t.shape != x.shape[:1]:
+            raise ValueError(
+                f"draws do not fit x of shape {tuple(x.shape)}: "
+                f"t {tuple(draws.t.shape)}, z {tuple(draws.z.shape)}"
+            )
+        return draws
+
     def __call__(
         self,
         model: Callable,
@@ -258,13 +269,7 @@ class DSMLoss:
         estimate."""
         check_score_fn(model)
         x = check_tensor("x", x)
-        if draws is None:
-            draws = self.draw(x, generator)
-        elif draws.z.shape != x.shape or draws.t.shape != x.shape[:1]:
-            raise ValueError(
-                f"draws do not fit x of shape {tuple(x.shape)}: "
-                f"t {tuple(draws.t.shape)}, z {tuple(draws.z.shape)}"
-            )
+        draws = self.draws_for(x, generator, draws)
         t, z, w, drop = draws
         if self.p_uncond > 0:
             cond = self._drop_labels(cond, drop, x.shape[0])

@@ -14,7 +14,7 @@ from torch import nn
 from .._checks import check_choice, check_int, check_real, check_sde, check_tensor
 from .._utils import batch_broadcast
 from .embeddings import TIME_EMBEDDINGS, check_input_dtype, check_time, make_time_embedding
-from .unet import AttnBlock, ResBlock, _conv, _linear, group_norm
+from .unet import AttnBlock, ResBlock, _conv, _linear, group_norm, set_encoder_args
 
 __all__ = ["ConvClassifier", "NoisyClassifier"]
 
@@ -42,35 +42,12 @@ class ConvClassifier(nn.Module):
     ):
         super().__init__()
         self.in_channels = check_int("in_channels", in_channels, low=1)
-        self.image_size = check_int("image_size", image_size, low=1)
         self.num_classes = check_int("num_classes", num_classes, low=2)
-        self.channels = check_int("channels", channels, low=4)
-        if channels % 2:
-            raise ValueError(f"channels must be even (it is the time embedding's size), got {channels}")
-        mult = tuple(channel_mult) if isinstance(channel_mult, Iterable) else None
-        if not mult or any(isinstance(m, bool) or not isinstance(m, int) or m < 1 for m in mult):
-            raise ValueError(
-                f"channel_mult must be a non-empty sequence of positive ints, got {channel_mult!r}"
-            )
-        if image_size % 2 ** (len(mult) - 1):
-            raise ValueError(
-                f"image_size must be divisible by 2^(len(channel_mult) - 1) = {2 ** (len(mult) - 1)}, "
-                f"got image_size={image_size}"
-            )
-        self.channel_mult = mult
-        self.num_res_blocks = check_int("num_res_blocks", num_res_blocks, low=1)
-        resolutions = [image_size // 2**i for i in range(len(mult))]
-        attn = tuple(attn_resolutions) if isinstance(attn_resolutions, Iterable) else None
-        if attn is None or any(r not in resolutions for r in attn):
-            raise ValueError(
-                f"attn_resolutions must be a sequence of resolutions among {resolutions}, "
-                f"got {attn_resolutions!r}"
-            )
-        self.attn_resolutions = attn
-        self.dropout = check_real("dropout", dropout, low=0.0)
-        if self.dropout >= 1:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+        set_encoder_args(self, image_size, channels, channel_mult, num_res_blocks, attn_resolutions, dropout)
         self.time_embedding = check_choice("time_embedding", time_embedding, set(TIME_EMBEDDINGS))
+        attn = self.attn_resolutions
+        mult = self.channel_mult
+        resolutions = [image_size // 2**i for i in range(len(mult))]
 
         nf, emb_dim = channels, 4 * channels
         self.embed = nn.Sequential(

@@ -142,6 +142,37 @@ class _Level(nn.Module):
         self.resample = resample
 
 
+def set_encoder_args(net, image_size, channels, channel_mult, num_res_blocks, attn_resolutions, dropout):
+    """Check the settings a U-Net and its encoder half share and set them on ``net``: ``image_size``,
+    ``channels``, ``channel_mult``, ``num_res_blocks``, ``attn_resolutions``, ``dropout``."""
+    net.image_size = check_int("image_size", image_size, low=1)
+    net.channels = check_int("channels", channels, low=4)
+    if channels % 2:
+        raise ValueError(f"channels must be even (it is the time embedding's size), got {channels}")
+    mult = tuple(channel_mult) if isinstance(channel_mult, Iterable) else None
+    if not mult or any(isinstance(m, bool) or not isinstance(m, int) or m < 1 for m in mult):
+        raise ValueError(f"channel_mult must be a non-empty sequence of positive ints, got {channel_mult!r}")
+    net.channel_mult = mult
+    levels = len(mult)
+    if image_size % 2 ** (levels - 1):
+        raise ValueError(
+            f"image_size must be divisible by 2^(len(channel_mult) - 1) = {2 ** (levels - 1)} "
+            f"for {levels} resolutions, got image_size={image_size}"
+        )
+    net.num_res_blocks = check_int("num_res_blocks", num_res_blocks, low=1)
+    resolutions = [image_size // 2**i for i in range(levels)]
+    attn = tuple(attn_resolutions) if isinstance(attn_resolutions, Iterable) else None
+    if attn is None or any(r not in resolutions for r in attn):
+        raise ValueError(
+            f"attn_resolutions must be a sequence of resolutions among {resolutions}, "
+            f"got {attn_resolutions!r}"
+        )
+    net.attn_resolutions = attn
+    net.dropout = check_real("dropout", dropout, low=0.0)
+    if net.dropout >= 1:
+        raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+
+
 class UNet(nn.Module):
     """``net(x, t, y=None)``: ``x`` of shape ``(B, in_channels, image_size, image_size)``, ``t`` of shape
     ``(B,)``; returns ``(B, out_channels, image_size, image_size)`` (``out_channels = in_channels``
@@ -191,35 +222,11 @@ class UNet(nn.Module):
         self.out_channels = (
             self.in_channels if out_channels is None else check_int("out_channels", out_channels, low=1)
         )
-        self.image_size = check_int("image_size", image_size, low=1)
-        self.channels = check_int("channels", channels, low=4)
-        if channels % 2:
-            raise ValueError(f"channels must be even (it is the time embedding's size), got {channels}")
-        mult = tuple(channel_mult) if isinstance(channel_mult, Iterable) else None
-        if not mult or any(isinstance(m, bool) or not isinstance(m, int) or m < 1 for m in mult):
-            raise ValueError(
-                f"channel_mult must be a non-empty sequence of positive ints, got {channel_mult!r}"
-            )
-        self.channel_mult = mult
-        levels = len(mult)
-        if image_size % 2 ** (levels - 1):
-            raise ValueError(
-                f"image_size must be divisible by 2^(len(channel_mult) - 1) = {2 ** (levels - 1)} "
-                f"for {levels} resolutions, got image_size={image_size}"
-            )
-        self.num_res_blocks = check_int("num_res_blocks", num_res_blocks, low=1)
-        resolutions = [image_size // 2**i for i in range(levels)]
-        attn = tuple(attn_resolutions) if isinstance(attn_resolutions, Iterable) else None
-        if attn is None or any(r not in resolutions for r in attn):
-            raise ValueError(
-                f"attn_resolutions must be a sequence of resolutions among {resolutions}, "
-                f"got {attn_resolutions!r}"
-            )
-        self.attn_resolutions = attn
-        self.dropout = check_real("dropout", dropout, low=0.0)
-        if self.dropout >= 1:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+        set_encoder_args(self, image_size, channels, channel_mult, num_res_blocks, attn_resolutions, dropout)
         self.time_embedding = check_choice("time_embedding", time_embedding, set(TIME_EMBEDDINGS))
+        attn = self.attn_resolutions
+        mult, levels = self.channel_mult, len(self.channel_mult)
+        resolutions = [image_size // 2**i for i in range(levels)]
         for name, flag in (("resblock_updown", resblock_updown), ("skip_rescale", skip_rescale)):
             if not isinstance(flag, bool):
                 raise TypeError(f"{name} must be a bool, got {flag!r}")
