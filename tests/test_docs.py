@@ -8,6 +8,7 @@ import re
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 import sde_gen as sg
@@ -45,3 +46,22 @@ def test_navigation_reaches_every_page():
     assert len(pages) == len(set(pages))
     on_disk = sorted(p.name for p in (ROOT / "docs").glob("*.md"))
     assert sorted(pages) == on_disk
+
+
+#: pages whose ```python blocks are complete programs; each block runs in a fresh namespace
+RUNNABLE = ("index.md", "samplers.md")
+
+
+def _python_blocks(page: str) -> list[str]:
+    text = (ROOT / "docs" / page).read_text()
+    return re.findall(r"^```python\n(.*?)^```", text, flags=re.M | re.S)
+
+
+@pytest.mark.parametrize(
+    "page,index",
+    [(page, i) for page in RUNNABLE for i in range(len(_python_blocks(page)))],
+)
+def test_documented_examples_run(page, index):
+    """The pages' examples run as written (their asserts included), so the docs cannot rot."""
+    code = _python_blocks(page)[index]
+    exec(compile(code, f"docs/{page} block {index}", "exec"), {"__name__": f"docs_{index}"})

@@ -404,3 +404,12 @@ def test_adaptive_ode_refuses_a_schedule():
         sg.ProbabilityFlow("dopri5", schedule="edm")
     with pytest.raises(ValueError, match=r"^an explicit schedule is only for fixed-grid methods"):
         sg.ProbabilityFlow("dopri5", schedule=[1.0, 0.5, 1e-3])
+
+
+def test_a_float32_grid_is_accepted_and_its_ends_set_exactly():
+    """float32 rounds 1e-3 by 5e-8 relative: such a grid is the grid meant, and it steps from T
+    to eps exactly."""
+    grid = torch.tensor([1.0, 0.5, 0.2, 1e-3])  # float32
+    res = sg.sample(sg.VPSDE(), lambda x, t: -x, (2, 2), sg.EulerMaruyama(schedule=grid), return_result=True)
+    assert res.grid.dtype == torch.float64 and res.grid[0].item() == 1.0 and res.grid[-1].item() == 1e-3
+    assert torch.equal(res.grid[1:-1], grid[1:-1].double())

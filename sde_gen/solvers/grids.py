@@ -56,17 +56,21 @@ def check_schedule(schedule):
 
 def time_grid(sde, schedule, steps: int | None, t_start: float, t_end: float) -> torch.Tensor:
     """``steps + 1`` times (float64, on the CPU) from ``t_start`` down to ``t_end`` (an explicit
-    grid is returned as it is, a copy, after checking that it runs from ``t_start`` to ``t_end``:
-    a grid that started below ``T`` would step from a prior drawn at ``T`` as if drawn there)."""
+    grid is returned as a copy after checking that it runs from ``t_start`` to ``t_end`` to 1e-6
+    relative, float32's rounding of the ends included, which are then set to ``t_start`` and
+    ``t_end`` exactly: a grid that started below ``T`` would step from a prior drawn at ``T`` as if
+    drawn there)."""
     schedule = check_schedule(schedule)
     if not isinstance(schedule, str):
         first, last = schedule[0].item(), schedule[-1].item()
         if not (_close(first, t_start) and _close(last, t_end)):
             raise ValueError(
                 f"an explicit schedule must run from t_start={t_start:g} (T) down to t_end={t_end:g} (the "
-                f"end time, eps), to 1e-9 relative; got times from {first:g} to {last:g}"
+                f"end time, eps), to 1e-6 relative; got times from {first:g} to {last:g}"
             )
-        return schedule.clone()
+        grid = schedule.clone()
+        grid[0], grid[-1] = t_start, t_end
+        return grid
     f64 = dict(dtype=torch.float64)
     u = torch.linspace(0.0, 1.0, steps + 1, **f64)
     ends = torch.tensor([t_start, t_end], **f64)
@@ -87,4 +91,4 @@ def time_grid(sde, schedule, steps: int | None, t_start: float, t_end: float) ->
 
 
 def _close(a: float, b: float) -> bool:
-    return abs(a - b) <= 1e-9 * max(abs(a), abs(b))
+    return abs(a - b) <= 1e-6 * max(abs(a), abs(b))
