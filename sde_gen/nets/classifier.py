@@ -13,8 +13,8 @@ from torch import nn
 
 from .._checks import check_choice, check_int, check_real, check_sde, check_tensor
 from .._utils import batch_broadcast
-from .embeddings import TIME_EMBEDDINGS, check_input_dtype, check_time, make_time_embedding
-from .unet import AttnBlock, ResBlock, _conv, _linear, group_norm, set_encoder_args
+from .embeddings import TIME_EMBEDDINGS, check_input_dtype, check_time
+from .unet import AttnBlock, ResBlock, _conv, _linear, group_norm, set_encoder_args, time_mlp
 
 __all__ = ["ConvClassifier", "NoisyClassifier"]
 
@@ -50,12 +50,7 @@ class ConvClassifier(nn.Module):
         resolutions = [image_size // 2**i for i in range(len(mult))]
 
         nf, emb_dim = channels, 4 * channels
-        self.embed = nn.Sequential(
-            make_time_embedding(time_embedding, nf),
-            _linear(nf, emb_dim),
-            nn.SiLU(),
-            _linear(emb_dim, emb_dim),
-        )
+        self.embed = time_mlp(time_embedding, nf, emb_dim)
         self.conv_in = _conv(in_channels, nf)
         blocks: list[nn.Module] = []
         ch = nf

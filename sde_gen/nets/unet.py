@@ -142,6 +142,13 @@ class _Level(nn.Module):
         self.resample = resample
 
 
+def time_mlp(kind: str, nf: int, emb_dim: int) -> nn.Sequential:
+    """The time embedding of the U-Net and its encoder: ``kind`` features of size ``nf``, then
+    Linear, SiLU, Linear to ``emb_dim`` (DDPM++)."""
+    embedding = make_time_embedding(kind, nf)
+    return nn.Sequential(embedding, _linear(nf, emb_dim), nn.SiLU(), _linear(emb_dim, emb_dim))
+
+
 def set_encoder_args(net, image_size, channels, channel_mult, num_res_blocks, attn_resolutions, dropout):
     """Check the settings a U-Net and its encoder half share and set them on ``net``: ``image_size``,
     ``channels``, ``channel_mult``, ``num_res_blocks``, ``attn_resolutions``, ``dropout``."""
@@ -233,12 +240,7 @@ class UNet(nn.Module):
         self.resblock_updown, self.skip_rescale = resblock_updown, skip_rescale
 
         nf, emb_dim = channels, 4 * channels
-        self.embed = nn.Sequential(
-            make_time_embedding(time_embedding, nf),
-            _linear(nf, emb_dim),
-            nn.SiLU(),
-            _linear(emb_dim, emb_dim),
-        )
+        self.embed = time_mlp(time_embedding, nf, emb_dim)
 
         def res(cin, cout, resample=None):
             return ResBlock(cin, cout, emb_dim, self.dropout, skip_rescale, resample)

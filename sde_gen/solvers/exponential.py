@@ -19,14 +19,16 @@ is a point mass) is therefore integrated exactly by all of them, for any number 
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 
 from .._checks import check_int, check_real
+from ..sde import KernelCoefficients
 from .base import SolverState, StepOutput, SteppingSolver, noise_like
 from .variables import denoise, from_hat, kernel_at, to_hat
 
-__all__ = ["DDIM", "DPMSolverPlusPlus", "phi", "lambdas"]
+__all__ = ["DDIM", "DPMSolverPlusPlus", "phi", "step_terms", "Carry"]
 
 #: fewer steps than this and the multistep methods lower their order on the last steps, as
 #: DPM-Solver's ``lower_order_final`` (Lu et al. 2022, Sec. 5 / their code) does
@@ -47,11 +49,31 @@ def phi(k: int, z: float) -> float:
     return out
 
 
-def lambdas(sde, state: SolverState) -> list[float]:
-    """The half log-SNR at every time of the grid, computed on the first step and carried."""
-    if state.index == 0 or not isinstance(state.carry, list):
-        return sde.half_log_snr(state.grid).tolist()
-    return state.carry
+class Carry(NamedTuple):
+    """What a step hands the next one: the half log-SNR of the whole grid (computed once per
+    solve) and the kernel at the time the step ended on (the next step's start)."""
+
+    lams: list
+    t: float
+    kernel: KernelCoefficients
+
+
+def step_terms(sde, state: SolverState, x: torch.Tensor, t: float, t_next: float):
+    """``(lams, k, k_next, carry)``: the grid's half log-SNR, the kernels at ``t`` and ``t_next``
+    shaped for ``x`` (the one at ``t`` is the previous step's ``k_next``) and the :class:`Carry` to
+    return as the step's state."""
+    carry = state.carry if state.index > 0 and isinstance(state.carry, Carry) else None
+    lams = sde.half_log_snr(state.grid).tolist() if carry is None else carry.lams
+    reuse = (
+        carry is not None
+        and carry.t == t
+        and carry.kernel.scale.shape == x.shape
+        and carry.kernel.scale.dtype == x.dtype
+        and carry.kernel.scale.device == x.device
+    )
+    k = carry.kernel if reuse else kernel_at(sde, t, x)
+    k_next = kernel_at(sde, t_next, x)
+    return lams, k, k_next, Carry(lams, t_next, k_next)
 
 
 def _state(state: SolverState | None, t: float, t_next: float) -> SolverState:
@@ -117,17 +139,17 @@ class DDIM(SteppingSolver):
 
     def step(self, sde, score_fn, x, t, t_next, *, generator=None, state=None):
         state = _state(state, t, t_next)
-        lam = lambdas(sde, state)
+        lam, k, k_next, carry = step_terms(sde, state, x, t, t_next)
         h, sigma_next = lam[state.index + 1] - lam[state.index], math.exp(-lam[state.index + 1])
-        k, k_next = kernel_at(sde, t, x), kernel_at(sde, t_next, x)
         d = denoise(score_fn, x, t, k)
         frac = -math.expm1(-2.0 * h)  # 1 - sigma'^2 / sigma^2
         keep = math.exp(-h) * math.sqrt(1.0 - self.eta**2 * frac)  # sqrt(sigma'^2 - c^2) / sigma
         x_mean = from_hat(d + keep * (to_hat(x, k) - d), k_next)
         if self.eta == 0.0:
-            return StepOutput(x_mean, x_mean, state=lam, denoised=d)
+            return StepOutput(x_mean, x_mean, state=carry, denoised=d)
         c = self.eta * sigma_next * math.sqrt(frac)
-        return StepOutput(x_mean + k_next.scale * c * noise_like(x, generator), x_mean, state=lam, denoised=d)
+        x = x_mean + k_next.scale * c * noise_like(x, generator)
+        return StepOutput(x, x_mean, state=carry, denoised=d)
 
 
 # -- DPM-Solver++ ----------------------------------------------------------------------------------
@@ -187,9 +209,8 @@ class DPMSolverPlusPlus(SteppingSolver):
 
     def step(self, sde, score_fn, x, t, t_next, *, generator=None, state=None):
         state = _state(state, t, t_next)
-        lams = lambdas(sde, state)
+        lams, k, k_next, carry = step_terms(sde, state, x, t, t_next)
         lam, lam_next = lams[state.index], lams[state.index + 1]
-        k, k_next = kernel_at(sde, t, x), kernel_at(sde, t_next, x)
         d0 = denoise(score_fn, x, t, k)
         hist = state.history
         hist.append((lam, d0))
@@ -202,7 +223,7 @@ class DPMSolverPlusPlus(SteppingSolver):
             d = d0 if p == 1 else d0 + (d0 - hist[-2][1]) * (h / (lam - hist[-2][0])) / 2.0
             x_mean = from_hat(math.exp(-2.0 * h) * xhat + frac * d, k_next)
             noise = k_next.scale * (math.exp(-lam_next) * math.sqrt(frac)) * noise_like(x, generator)
-            return StepOutput(x_mean + noise, x_mean, state=lams, denoised=d0)
+            return StepOutput(x_mean + noise, x_mean, state=carry, denoised=d0)
         out = math.exp(-h) * xhat + h * phi(1, -h) * d0
         if p == 2:
             r = (lam - hist[-2][0]) / h
@@ -211,7 +232,7 @@ class DPMSolverPlusPlus(SteppingSolver):
             hd1, h2d2 = taylor_differences(hist[-3:], lam, h)
             out = out + h * phi(2, -h) * hd1 + h * phi(3, -h) * h2d2
         x_new = from_hat(out, k_next)
-        return StepOutput(x_new, x_new, state=lams, denoised=d0)
+        return StepOutput(x_new, x_new, state=carry, denoised=d0)
 
 
 def taylor_differences(points, lam: float, h: float):

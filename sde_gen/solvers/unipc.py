@@ -21,8 +21,8 @@ import torch
 
 from .._checks import check_choice
 from .base import StepOutput, SteppingSolver
-from .exponential import _init_multistep, _state, lambdas, phi, step_order
-from .variables import denoise, from_hat, kernel_at, to_hat
+from .exponential import _init_multistep, _state, phi, step_order, step_terms
+from .variables import denoise, from_hat, to_hat
 
 __all__ = ["UniPC", "VARIANTS"]
 
@@ -80,9 +80,8 @@ class UniPC(SteppingSolver):
 
     def step(self, sde, score_fn, x, t, t_next, *, generator=None, state=None):
         state = _state(state, t, t_next)
-        lams = lambdas(sde, state)
+        lams, k, k_next, carry = step_terms(sde, state, x, t, t_next)
         lam, lam_next = lams[state.index], lams[state.index + 1]
-        k, k_next = kernel_at(sde, t, x), kernel_at(sde, t_next, x)
         hist = state.history
         if not hist:  # the first step evaluates at x_T; later ones reuse the previous evaluation
             hist.append((lam, denoise(score_fn, x, t, k)))
@@ -100,11 +99,11 @@ class UniPC(SteppingSolver):
             pred = base + b_h * sum(w * dd for w, dd in zip(unipc_weights(rs, h, b_h), diffs, strict=True))
         x_pred = from_hat(pred, k_next)
         if state.steps_left == 0:
-            return StepOutput(x_pred, x_pred, state=lams, denoised=d0)
+            return StepOutput(x_pred, x_pred, state=carry, denoised=d0)
         # UniC-p: one evaluation at the prediction, kept for the next step
         d_new = denoise(score_fn, x_pred, t_next, k_next)
         hist.append((lam_next, d_new))
         rho = unipc_weights(rs + [1.0], h, b_h)
         corr = base + b_h * sum(w * dd for w, dd in zip(rho, diffs + [d_new - d0], strict=True))
         x_new = from_hat(corr, k_next)
-        return StepOutput(x_new, x_new, state=lams, denoised=d0)
+        return StepOutput(x_new, x_new, state=carry, denoised=d0)
