@@ -24,7 +24,7 @@ import torch
 
 from .nets import MLP, UNet
 from .score import PARAMETERIZATIONS, ScoreModel
-from .sde import VESDE, VPSDE, SubVPSDE
+from .sde import SDE, VESDE, VPSDE, SubVPSDE
 from .sde_schedules import EDMSDE, CosineVPSDE
 from .training.checkpoint import CheckpointError
 
@@ -70,7 +70,7 @@ def _config_of(obj, what: str) -> dict:
     return config
 
 
-def _build(config, what: str, path: Path):
+def _build(config, what: str, path: Path, hint: str = ""):
     """An allow-listed object from its recipe; anything else is refused."""
     if not isinstance(config, dict) or not isinstance(config.get("_target_"), str):
         raise CheckpointError(f"model file {path}: its {what} must be a dict with a _target_, got {config!r}")
@@ -80,6 +80,7 @@ def _build(config, what: str, path: Path):
     if target not in TARGETS:
         raise CheckpointError(
             f"model file {path} names {what} {target!r}; a model file can only name {sorted(TARGETS)}"
+            f"{hint}"
         )
     try:
         return TARGETS[target](**kwargs)
@@ -156,17 +157,28 @@ def read_model_metadata(path: str | os.PathLike) -> dict:
     return recipe
 
 
-def load_model(path: str | os.PathLike, *, device: torch.device | str | None = None) -> ScoreModel:
+def load_model(
+    path: str | os.PathLike, *, sde: SDE | None = None, device: torch.device | str | None = None
+) -> ScoreModel:
     """Rebuild the :class:`ScoreModel` saved by :func:`save_model`, in eval mode, from the file
     alone; ``model.recipe`` holds the file's recipe (``model.recipe["data"]`` says what a sample
     is). Nothing in the file is executed; a file that is not such a model raises
-    :class:`~sde_gen.CheckpointError` naming it."""
+    :class:`~sde_gen.CheckpointError` naming it.
+
+    Args:
+        sde: the SDE to use instead of building the one the file's recipe names. A file can only
+            build the built-in SDEs (:data:`TARGETS`), so an SDE of your own is passed here (its
+            recipe, as given to ``save_model(sde_config=...)``, stays in ``model.recipe["sde"]``).
+    """
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     path = Path(path)
     recipe = read_model_metadata(path)
-    sde = _build(recipe.get("sde"), "sde", path)
+    if sde is None:
+        sde = _build(recipe.get("sde"), "sde", path, hint="; pass sde= for an SDE of your own")
+    elif not isinstance(sde, SDE):
+        raise TypeError(f"sde must be a sde_gen.SDE, got {type(sde).__name__}")
     net = _build(recipe.get("net"), "net", path)
     parameterization = recipe.get("parameterization")
     if parameterization not in PARAMETERIZATIONS:

@@ -54,6 +54,24 @@ def test_exported_model_is_the_ema_model(tmp_path, sde, net):
     assert loaded.recipe["data"] == {"name": "x"}
 
 
+def test_a_model_of_a_users_sde_comes_back_with_the_sde_passed_to_load_model(tmp_path):
+    """A file names its own SDE only as a recipe, which load_model does not build: it says to pass
+    sde=, and with sde= the model is the saved one, with the recipe kept."""
+    sde = sg.LinearSDE(a=-2.0, g=2.0)  # not a built-in target of a model file
+    trainer = _trained(sde, sg.MLP(2, hidden=16, depth=2, embed_dim=8))
+    recipe = {"_target_": "my_project.OrnsteinUhlenbeck", "theta": 2.0, "s": 2.0}
+    path = sg.save_model(tmp_path / "m.safetensors", trainer.model, ema=trainer.ema, sde_config=recipe)
+    with pytest.raises(sg.CheckpointError, match="my_project.OrnsteinUhlenbeck.*pass sde="):
+        sg.load_model(path)
+    with pytest.raises(TypeError, match="sde must be a sde_gen.SDE, got str"):
+        sg.load_model(path, sde="ou")
+    loaded = sg.load_model(path, sde=sde)
+    assert loaded.sde is sde and loaded.recipe["sde"] == recipe
+    x, t = torch.randn(5, 2), torch.linspace(0.1, 0.9, 5)
+    with trainer.ema.applied(trainer.model), torch.no_grad():
+        assert torch.equal(loaded(x, t), trainer.model.eval()(x, t))
+
+
 def test_a_float64_model_comes_back_in_float64(tmp_path):
     model = sg.ScoreModel(sg.MLP(3, hidden=8, depth=1, embed_dim=8), sg.VPSDE()).double()
     loaded = sg.load_model(sg.save_model(tmp_path / "m.safetensors", model))
