@@ -16,7 +16,6 @@ Regenerate the table with ``.venv/bin/python scripts/bad_inputs_table.py``.
 
 from __future__ import annotations
 
-import math
 import re
 import tempfile
 from collections.abc import Callable
@@ -136,58 +135,41 @@ def cli(id: str, overrides: str, error, match: str, stage: str = "build") -> Cas
 # -- cases through the library API --------------------------------------------------------------------
 
 
-def namespace(tmp: Path) -> dict:
-    """The names an :func:`api` expression may use (a fresh set for every case)."""
-    import torch
-
-    import sde_gen as sg
-
-    def score(x, t):  # the exact score of N(0, I) data under the VP SDE
-        return -x
-
-    def garbage(path: Path) -> Path:
-        """Write 16 bytes that are no valid file of any kind; return the path."""
-        path.write_bytes(b"not a real file\n")
-        return path
-
-    f64 = torch.float64
-    return {
-        "sg": sg,
-        "torch": torch,
-        "math": math,
-        "tmp": tmp,
-        "garbage": garbage,
-        "sde": sg.VPSDE(),
-        "score": score,
-        "x": torch.randn(4, 2, generator=torch.Generator().manual_seed(0), dtype=f64),
-        "t": torch.full((4,), 0.5, dtype=f64),
-        "solver": sg.EulerMaruyama(steps=2),
-        "ode": sg.ProbabilityFlow("rk4", steps=2),
-        "net": sg.MLP(2, hidden=8, depth=1, embed_dim=8),
-        "data": torch.randn(64, 2, generator=torch.Generator().manual_seed(1)),
-        "lp": torch.zeros(4, dtype=f64),
-        "mix": sg.gmm8(),
-        "y": torch.tensor([0, 1, 2, 3]),
-    }
-
-
-NAMESPACE_DOC = """\
-```python
-import math, torch, sde_gen as sg
+#: The names an :func:`api` expression may use, as Python: docs/bad_inputs.md shows this code (and
+#: the docs' tests run it), and :func:`namespace` runs it afresh for every case, so the two agree.
+NAMESPACE_CODE = """\
+import math, tempfile, torch, sde_gen as sg
+from pathlib import Path
 sde = sg.VPSDE()
 def score(x, t): return -x                      # the exact score of N(0, I) data under sde
-x = torch.randn(4, 2, dtype=torch.float64)      # data
+x = torch.randn(4, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)  # data
 t = torch.full((4,), 0.5, dtype=torch.float64)  # times
 solver = sg.EulerMaruyama(steps=2)
 ode = sg.ProbabilityFlow("rk4", steps=2)
 net = sg.MLP(2, hidden=8, depth=1, embed_dim=8)  # float32 parameters
-data = torch.randn(64, 2)                        # float32 training data
+data = torch.randn(64, 2, generator=torch.Generator().manual_seed(1))  # float32 training data
 lp = torch.zeros(4, dtype=torch.float64)         # log-densities
 mix = sg.gmm8()                                  # 8 labelled Gaussians in 2-D (labels 0..7, null 8)
 y = torch.tensor([0, 1, 2, 3])                   # labels
-tmp = <a fresh temporary directory>
-def garbage(path): ...                           # writes 16 bytes of text to path, returns path
-```"""
+workdir = tempfile.TemporaryDirectory()          # removed with workdir (a case gets its own)
+tmp = Path(workdir.name)                         # a fresh temporary directory
+def garbage(path):                               # 16 bytes that are no valid file of any kind
+    path.write_bytes(b"not a real file\\n")
+    return path
+"""
+
+
+def namespace(tmp: Path) -> dict:
+    """The names an :func:`api` expression may use (a fresh set for every case): :data:`NAMESPACE_CODE`
+    run, with ``tmp`` the case's temporary directory."""
+    names: dict = {}
+    exec(compile(NAMESPACE_CODE, "<bad inputs namespace>", "exec"), names)
+    names.pop("workdir").cleanup()
+    names["tmp"] = tmp
+    return names
+
+
+NAMESPACE_DOC = f"```python\n{NAMESPACE_CODE}```"
 
 
 def api(id: str, category: str, code: str, error, match: str) -> Case:
@@ -1045,6 +1027,22 @@ def _cases() -> list[Case]:
             r"^checkpoint <tmp>/old\.pt cannot be read safely: it refers to sde_gen\.sde\.VPSDE, .*"
             r"sde_gen never unpickles code from a file"
             r".*python -m sde_gen\.convert_checkpoint <tmp>/old\.pt NEW\.pt",
+        ),
+        api(
+            "model-file-of-own-sde",
+            "training",
+            'sg.load_model(sg.save_model(tmp / "m.safetensors", sg.ScoreModel(net, sg.LinearSDE(-1.0, 1.0)), '
+            'sde_config={"_target_": "mine.OU"}))',
+            CheckpointError,
+            r"^model file <tmp>/m\.safetensors names sde 'mine\.OU'; a model file can only name "
+            r"\[.*\]; pass sde= for an SDE of your own$",
+        ),
+        api(
+            "model-file-sde-not-an-sde",
+            "training",
+            'sg.load_model(sg.save_model(tmp / "m.safetensors", sg.ScoreModel(net, sde)), sde="vp")',
+            TypeError,
+            r"^sde must be a sde_gen\.SDE, got str$",
         ),
         # -- networks ----------------------------------------------------------------------------------------
         api(
