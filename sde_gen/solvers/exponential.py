@@ -59,9 +59,9 @@ class Carry(NamedTuple):
 
 
 def step_terms(sde, state: SolverState, x: torch.Tensor, t: float, t_next: float):
-    """``(lams, k, k_next, carry)``: the grid's half log-SNR, the kernels at ``t`` and ``t_next``
-    shaped for ``x`` (the one at ``t`` is the previous step's ``k_next``) and the :class:`Carry` to
-    return as the step's state."""
+    """``(lam, lam_next, k, k_next, carry)``: the half log-SNR at ``t`` and ``t_next`` (from the
+    grid's, computed once per solve), the kernels there shaped for ``x`` (the one at ``t`` is the
+    previous step's ``k_next``) and the :class:`Carry` to return as the step's state."""
     carry = state.carry if state.index > 0 and isinstance(state.carry, Carry) else None
     lams = sde.half_log_snr(state.grid).tolist() if carry is None else carry.lams
     reuse = (
@@ -73,7 +73,8 @@ def step_terms(sde, state: SolverState, x: torch.Tensor, t: float, t_next: float
     )
     k = carry.kernel if reuse else kernel_at(sde, t, x)
     k_next = kernel_at(sde, t_next, x)
-    return lams, k, k_next, Carry(lams, t_next, k_next)
+    i = state.index
+    return lams[i], lams[i + 1], k, k_next, Carry(lams, t_next, k_next)
 
 
 def _state(state: SolverState | None, t: float, t_next: float) -> SolverState:
@@ -139,8 +140,8 @@ class DDIM(SteppingSolver):
 
     def step(self, sde, score_fn, x, t, t_next, *, generator=None, state=None):
         state = _state(state, t, t_next)
-        lam, k, k_next, carry = step_terms(sde, state, x, t, t_next)
-        h, sigma_next = lam[state.index + 1] - lam[state.index], math.exp(-lam[state.index + 1])
+        lam, lam_next, k, k_next, carry = step_terms(sde, state, x, t, t_next)
+        h, sigma_next = lam_next - lam, math.exp(-lam_next)
         d = denoise(score_fn, x, t, k)
         frac = -math.expm1(-2.0 * h)  # 1 - sigma'^2 / sigma^2
         keep = math.exp(-h) * math.sqrt(1.0 - self.eta**2 * frac)  # sqrt(sigma'^2 - c^2) / sigma
@@ -209,8 +210,7 @@ class DPMSolverPlusPlus(SteppingSolver):
 
     def step(self, sde, score_fn, x, t, t_next, *, generator=None, state=None):
         state = _state(state, t, t_next)
-        lams, k, k_next, carry = step_terms(sde, state, x, t, t_next)
-        lam, lam_next = lams[state.index], lams[state.index + 1]
+        lam, lam_next, k, k_next, carry = step_terms(sde, state, x, t, t_next)
         d0 = denoise(score_fn, x, t, k)
         hist = state.history
         hist.append((lam, d0))

@@ -80,8 +80,7 @@ class UniPC(SteppingSolver):
 
     def step(self, sde, score_fn, x, t, t_next, *, generator=None, state=None):
         state = _state(state, t, t_next)
-        lams, k, k_next, carry = step_terms(sde, state, x, t, t_next)
-        lam, lam_next = lams[state.index], lams[state.index + 1]
+        lam, lam_next, k, k_next, carry = step_terms(sde, state, x, t, t_next)
         hist = state.history
         if not hist:  # the first step evaluates at x_T; later ones reuse the previous evaluation
             hist.append((lam, denoise(score_fn, x, t, k)))
