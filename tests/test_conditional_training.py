@@ -33,6 +33,20 @@ def labelled(mix: sg.GaussianMixture, n: int, seed: int) -> tuple[torch.Tensor, 
     return x, y
 
 
+def _fit(model, loss, x, y, steps):
+    """Adam at 3e-3 with a cosine decay, batch 256, no EMA and no clipping: the short fits of the
+    labelled-mixture tests."""
+    sg.Trainer(
+        model,
+        loss,
+        sg.Batches(x, 256, seed=0, labels=y),
+        functools.partial(torch.optim.Adam, lr=3e-3),
+        lr_schedule=sg.WarmupCosine(0, steps),
+        ema=None,
+        grad_clip=None,
+    ).fit(steps)
+
+
 def mlp(num_classes=None, *, hidden=32, embed_dim=16, **kw) -> sg.MLP:
     torch.manual_seed(0)
     return sg.MLP(2, hidden=hidden, depth=2, embed_dim=embed_dim, num_classes=num_classes, **kw).double()
@@ -239,16 +253,7 @@ def test_conditional_mlp_learns_the_conditional_and_the_unconditional_score():
     mix, sde, steps = mixture_2d(), sg.VPSDE(), 600
     x, y = labelled(mix, 4000, seed=0)
     model = sg.ScoreModel(mlp(num_classes=K, hidden=64, embed_dim=128), sde)
-    trainer = sg.Trainer(
-        model,
-        sg.DSMLoss(sde, eps=1e-3, p_uncond=0.2, null_label=K),
-        sg.Batches(x, 256, seed=0, labels=y),
-        functools.partial(torch.optim.Adam, lr=3e-3),
-        lr_schedule=sg.WarmupCosine(0, steps),
-        ema=None,
-        grad_clip=None,
-    )
-    trainer.fit(steps)
+    _fit(model, sg.DSMLoss(sde, eps=1e-3, p_uncond=0.2, null_label=K), x, y, steps)
     x0, y0 = labelled(mix, 2000, seed=5)
     g = gen(6)
     d = {k: 0.0 for k in ("cond_cond", "cond_uncond", "null_uncond", "null_cond", "exact")}
@@ -279,16 +284,7 @@ def test_noisy_classifier_reaches_the_bayes_accuracy_at_every_t(sde_name):
     sde = sg.VPSDE() if sde_name == "vp" else OrnsteinUhlenbeck()
     x, y = labelled(mix, 4000, seed=0)
     clf = NoisyClassifier(mlp(hidden=64, embed_dim=128, out_dim=K), sde)
-    trainer = sg.Trainer(
-        clf,
-        ClassifierLoss(sde, eps=1e-3),
-        sg.Batches(x, 256, seed=0, labels=y),
-        functools.partial(torch.optim.Adam, lr=3e-3),
-        lr_schedule=sg.WarmupCosine(0, steps),
-        ema=None,
-        grad_clip=None,
-    )
-    trainer.fit(steps)
+    _fit(clf, ClassifierLoss(sde, eps=1e-3), x, y, steps)
     xh, yh = labelled(mix, 4000, seed=9)
     times = [0.02, 0.1, 0.2, 0.3, 0.4, 0.5, 0.7, 1.0]
     learned = classifier_accuracy(clf, sde, xh, yh, times, generator=gen(3))
