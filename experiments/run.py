@@ -34,7 +34,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 
 import sde_gen as sg
 from experiments import pipeline
-from sde_gen.training.checkpoint import MAX_STEPS
+from sde_gen.files.checkpoint import MAX_STEPS
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 

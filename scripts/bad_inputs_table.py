@@ -1,4 +1,4 @@
-"""Write docs/bad_inputs.md: run every case of tests/bad_inputs.py and record the error it raises.
+"""Write docs/bad_inputs.md: run every case of tests/experiments/bad_inputs.py and record the error it raises.
 
     .venv/bin/python scripts/bad_inputs_table.py          # regenerate the table
     .venv/bin/python scripts/bad_inputs_table.py --check  # exit 1 if the file is out of date
@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+sys.path[:0] = [str(Path(__file__).resolve().parents[1] / "tests" / d) for d in ("experiments", "")]
 os.environ.setdefault("WANDB_MODE", "disabled")  # a case that failed to fail must not reach W&B
 
 import bad_inputs as bi  # noqa: E402

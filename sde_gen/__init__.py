@@ -1,59 +1,30 @@
-"""sde_gen: score-based generative modelling in continuous time (Song et al. 2021) in PyTorch."""
+"""sde_gen: score-based generative modelling in continuous time (Song et al. 2021) in PyTorch.
+
+``import sde_gen as sg``: the names in ``sg.__all__`` are the supported API. The subpackages
+(``sdes``, ``data``, ``models``, ``sampling``, ``likelihood``, ``files``, ``training``,
+``evaluation``; docs/architecture.md) are how the code is laid out, not import paths to rely on:
+files move between releases without notice. Module paths of sde_gen 0.1 still import, with a
+``DeprecationWarning``, until 0.3 (``_compat.py``; CHANGELOG.md has the table).
+"""
 
 from . import _checks as checks  # argument checks that name the argument, for code built on sde_gen
-from . import dequantization, distributed, inverse, metrics
-from .bpd import bits_per_dim, dequantized_bpd, evaluate_bpd
-from .classifier_loss import AccuracyCurve, ClassifierLoss, classifier_accuracy
-from .data import (
-    ImageData,
-    LevelTransform,
-    VectorData,
-    gmm8,
-    load_dataset,
-    mixture_entropy,
-)
+from . import _compat, distributed
+from ._checks import ScoreCheck
+from .data import ImageData, LevelTransform, VectorData, gmm8, load_dataset, mixture_entropy
+from .data.oracle import GaussianMixture, energy_distance
+from .data.transforms import bits_per_dim
 from .evaluation import (
     chunk_generator,
     chunk_seed,
+    evaluate_bpd,
     evaluate_nll,
     generate_samples,
+    metrics,
     save_image_grid,
     save_loss_curve,
     save_samples_2d,
 )
-from .export import load_model, read_model_metadata, save_model
-from .guidance import (
-    ClassifierFreeGuidance,
-    ClassifierGuidance,
-    classifier_free_guidance,
-    classifier_guidance,
-)
-from .inverse import (
-    Colorization,
-    InverseResult,
-    LinearOperator,
-    Mask,
-    MixturePosterior,
-    SuperResolution,
-    mixture_posterior,
-    solve_inverse,
-)
-from .likelihood import (
-    LikelihoodResult,
-    exact_divergence,
-    hutchinson_divergence,
-    log_likelihood,
-)
-from .losses import (
-    WEIGHTINGS,
-    DSMLoss,
-    ImportanceSampler,
-    UniformTime,
-    dsm_loss,
-    likelihood_weighting,
-    std2_weighting,
-)
-from .metrics import (
+from .evaluation.metrics import (
     KID,
     DigitsClassifier,
     FeatureExtractor,
@@ -67,15 +38,54 @@ from .metrics import (
     precision_recall,
     reference_metrics,
 )
-from .nets import MLP, ConvClassifier, GaussianFourierEmbedding, NoisyClassifier, SinusoidalEmbedding, UNet
-from .noise import KeyedNoise
-from .oracle import GaussianMixture, energy_distance
-from .reverse import ProbabilityFlowODE, ReverseSDE, ScoreCheck
-from .sampling import SampleResult, encode, sample
-from .score import PARAMETERIZATIONS, ScoreModel
-from .sde import SDE, VESDE, VPSDE, KernelCoefficients, LinearSDE, SubVPSDE
-from .sde_schedules import EDMSDE, CosineVPSDE
-from .solvers import (
+from .files import (
+    CheckpointError,
+    Checkpoints,
+    UnsafeCheckpointError,
+    load_model,
+    read_model_metadata,
+    save_model,
+)
+from .likelihood import (
+    LikelihoodResult,
+    dequantization,
+    dequantized_bpd,
+    exact_divergence,
+    hutchinson_divergence,
+    log_likelihood,
+)
+from .models import (
+    MLP,
+    PARAMETERIZATIONS,
+    ConvClassifier,
+    GaussianFourierEmbedding,
+    NoisyClassifier,
+    ScoreModel,
+    SinusoidalEmbedding,
+    UNet,
+)
+from .sampling import (
+    ClassifierFreeGuidance,
+    ClassifierGuidance,
+    KeyedNoise,
+    SampleResult,
+    classifier_free_guidance,
+    classifier_guidance,
+    encode,
+    inverse,
+    sample,
+)
+from .sampling.inverse import (
+    Colorization,
+    InverseResult,
+    LinearOperator,
+    Mask,
+    MixturePosterior,
+    SuperResolution,
+    mixture_posterior,
+    solve_inverse,
+)
+from .sampling.solvers import (
     CORRECTORS,
     DDIM,
     IPNDM,
@@ -99,20 +109,41 @@ from .solvers import (
     SteppingSolver,
     UniPC,
 )
+from .sdes import (
+    EDMSDE,
+    SDE,
+    VESDE,
+    VPSDE,
+    CosineVPSDE,
+    KernelCoefficients,
+    LinearSDE,
+    ProbabilityFlowODE,
+    ReverseSDE,
+    SubVPSDE,
+)
 from .training import (
     EMA,
+    WEIGHTINGS,
+    AccuracyCurve,
     Batches,
     Callback,
-    CheckpointError,
-    Checkpoints,
+    ClassifierLoss,
+    DSMLoss,
+    ImportanceSampler,
     NonFinite,
     PeriodicEval,
     ProgressBar,
     ProgressPrinter,
     Trainer,
-    UnsafeCheckpointError,
+    UniformTime,
     WarmupCosine,
+    classifier_accuracy,
+    dsm_loss,
+    likelihood_weighting,
+    std2_weighting,
 )
+
+_compat.install()
 
 __version__ = "0.1.0"
 

@@ -11,15 +11,37 @@ from collections.abc import Callable, Mapping
 import torch
 
 
+class ArgumentError(Exception):
+    """A refused argument. ``name`` is the argument (as the caller spells it), ``value`` what was
+    given; the message says what is allowed. Raised as :class:`ArgumentValueError` or
+    :class:`ArgumentTypeError`, so ``except ValueError`` / ``except TypeError`` still catch it, and a
+    caller that maps arguments to its own settings (``experiments/run.py``) reads ``name``."""
+
+    def __init__(self, name: str, value, message: str):
+        super().__init__(message)
+        self.name = name
+        self.value = value
+
+
+class ArgumentValueError(ArgumentError, ValueError):
+    """An argument of the right type with a value outside what is allowed."""
+
+
+class ArgumentTypeError(ArgumentError, TypeError):
+    """An argument of the wrong type."""
+
+
 def check_real(name: str, value, *, low: float | None = None) -> float:
     """A finite real number, optionally ``>= low``."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {value!r} ({type(value).__name__})")
+        raise ArgumentTypeError(
+            name, value, f"{name} must be a real number, got {value!r} ({type(value).__name__})"
+        )
     value = float(value)
     if not math.isfinite(value):
-        raise ValueError(f"{name} must be finite, got {value!r}")
+        raise ArgumentValueError(name, value, f"{name} must be finite, got {value!r}")
     if low is not None and value < low:
-        raise ValueError(f"{name} must be >= {low}, got {value!r}")
+        raise ArgumentValueError(name, value, f"{name} must be >= {low}, got {value!r}")
     return value
 
 
@@ -27,7 +49,7 @@ def check_positive(name: str, value) -> float:
     """A finite real number > 0."""
     value = check_real(name, value)
     if value <= 0:
-        raise ValueError(f"{name} must be > 0, got {value!r}")
+        raise ArgumentValueError(name, value, f"{name} must be > 0, got {value!r}")
     return value
 
 
@@ -37,11 +59,15 @@ def check_int(
     """An integer ``>= low`` and, with ``high``, ``<= high`` (``low_why`` and ``why`` say why the
     lower and upper bounds; bools are refused)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an int, got {value!r} ({type(value).__name__})")
+        raise ArgumentTypeError(name, value, f"{name} must be an int, got {value!r} ({type(value).__name__})")
     if value < low:
-        raise ValueError(f"{name} must be >= {low}{f' ({low_why})' if low_why else ''}, got {value!r}")
+        raise ArgumentValueError(
+            name, value, f"{name} must be >= {low}{f' ({low_why})' if low_why else ''}, got {value!r}"
+        )
     if high is not None and value > high:
-        raise ValueError(f"{name} must be <= {high}{f' ({why})' if why else ''}, got {value!r}")
+        raise ArgumentValueError(
+            name, value, f"{name} must be <= {high}{f' ({why})' if why else ''}, got {value!r}"
+        )
     return int(value)
 
 
@@ -51,7 +77,7 @@ def check_choice(name: str, value, allowed) -> str:
     except TypeError:  # unhashable, e.g. a list
         known = False
     if not known:
-        raise ValueError(f"{name} must be one of {sorted(allowed)}, got {value!r}")
+        raise ArgumentValueError(name, value, f"{name} must be one of {sorted(allowed)}, got {value!r}")
     return value
 
 
@@ -59,27 +85,23 @@ def check_eps(eps, T: float, name: str = "eps") -> float:
     """The smallest time of a solve: ``0 < eps < T``."""
     eps = check_real(name, eps)
     if not 0.0 < eps < T:
-        raise ValueError(f"{name} must be in the open interval (0, T) = (0, {T}), got {eps!r}")
+        raise ArgumentValueError(
+            name, eps, f"{name} must be in the open interval (0, T) = (0, {T}), got {eps!r}"
+        )
     return eps
 
 
 def check_tensor(name: str, x) -> torch.Tensor:
     """A floating-point tensor with a batch dimension."""
     if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+        raise ArgumentTypeError(name, x, f"{name} must be a torch.Tensor, got {type(x).__name__}")
     if not x.is_floating_point():
-        raise TypeError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
+        raise ArgumentTypeError(name, x, f"{name} must be a floating-point tensor, got dtype {x.dtype}")
     if x.ndim < 1 or x.shape[0] == 0:
-        raise ValueError(f"{name} must have shape (B, ...) with B >= 1, got {tuple(x.shape)}")
+        raise ArgumentValueError(
+            name, x, f"{name} must have shape (B, ...) with B >= 1, got {tuple(x.shape)}"
+        )
     return x
-
-
-def check_sde(sde):
-    from .sde import SDE
-
-    if not isinstance(sde, SDE):
-        raise TypeError(f"sde must be an instance of sde_gen.SDE, got {type(sde).__name__}")
-    return sde
 
 
 # -- score functions -------------------------------------------------------------------------------

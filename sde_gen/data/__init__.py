@@ -8,14 +8,12 @@ read from local files.
 
 from __future__ import annotations
 
-from .cifar10 import load_cifar10
+from .cifar10 import CIFAR10_FILES, load_cifar10
 from .images import (
-    CIFAR10_FILES,
     IMAGE_DATASETS,
     MNIST_FILES,
     ImageData,
     load_digits,
-    load_images,
     load_mnist,
     load_mnist5k,
     read_idx,
@@ -65,19 +63,23 @@ __all__ = [
     "CIFAR10_FILES",
     # transforms
     "LevelTransform",
-    "dequantized_bpd",
 ]
 
 DATASETS = VECTOR_DATASETS + IMAGE_DATASETS
 
 
-def __getattr__(name: str):
-    # dequantized_bpd moved to sde_gen.bpd, which imports this package: re-exported on first use.
-    if name == "dequantized_bpd":
-        from ..bpd import dequantized_bpd
-
-        return dequantized_bpd
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+def load_images(name: str, root=None, **kwargs) -> ImageData:
+    """Load an image data set by name: ``"digits"``, ``"mnist5k"`` (``n_test``, ``seed`` in
+    ``kwargs``; ``root`` unused), ``"mnist"``, ``"cifar10"`` (from ``root``)."""
+    if name == "digits":
+        return load_digits(**kwargs)
+    if name == "mnist5k":
+        return load_mnist5k(**kwargs)
+    if name in ("mnist", "cifar10"):
+        if kwargs:
+            raise TypeError(f"load_images({name!r}) takes only root, got {sorted(kwargs)}")
+        return load_mnist(root) if name == "mnist" else load_cifar10(root)
+    raise ValueError(f"name must be one of {list(IMAGE_DATASETS)}, got {name!r}")
 
 
 def load_dataset(name: str, root=None, **kwargs) -> VectorData | ImageData:

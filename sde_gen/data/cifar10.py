@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .images import ImageData, _default_root
+from .images import ImageData, default_root
 
 # -- CIFAR-10 python pickles ---------------------------------------------------------------------------
 
@@ -244,7 +244,7 @@ def load_cifar10(root=None) -> ImageData:
     Each batch is untrusted: at most ``CIFAR_MAX_BYTES``, its pickle opcodes checked before it is
     unpickled, numpy arrays the only objects it may build (see ``_read_cifar_batch``); a bad file
     raises ``ValueError`` naming it."""
-    root = _default_root(root)
+    root = default_root(root)
     dirs = [root] if root.name == "cifar-10-batches-py" else [root / "cifar-10-batches-py", root]
     names = list(CIFAR10_FILES)
     d = None

@@ -26,7 +26,6 @@ from .._checks import check_int
 
 __all__ = [
     "ImageData",
-    "load_images",
     "load_digits",
     "load_mnist5k",
     "load_mnist",
@@ -129,7 +128,7 @@ _MNIST_HELP = (
 )
 
 
-def _default_root(root) -> Path:
+def default_root(root) -> Path:
     if root is None:
         root = os.environ.get("SDE_GEN_DATA", "data")
     return Path(root).expanduser()
@@ -252,7 +251,7 @@ def load_mnist(root=None) -> ImageData:
     Each file is read with :func:`read_idx` (its claimed size checked before it is read); images
     and labels must agree in number, labels lie in 0..9, and train and test images share one size.
     Anything else raises ``ValueError`` naming the file."""
-    root = _default_root(root)
+    root = default_root(root)
     names = list(MNIST_FILES.values())
     d = _find([root, root / "mnist", root / "MNIST" / "raw"], names, "MNIST", _MNIST_HELP)
 
@@ -282,30 +281,3 @@ def load_mnist(root=None) -> ImageData:
             f"images {tuple(out['test'][0].shape[2:])} ({path('test_images')}) differ in size"
         )
     return ImageData(out["train"][0], out["test"][0], 256, "mnist", out["train"][1], out["test"][1])
-
-
-def load_images(name: str, root=None, **kwargs) -> ImageData:
-    """Load an image data set by name: ``"digits"``, ``"mnist5k"`` (``n_test``, ``seed`` in
-    ``kwargs``; ``root`` unused), ``"mnist"``, ``"cifar10"`` (from ``root``)."""
-    if name == "digits":
-        return load_digits(**kwargs)
-    if name == "mnist5k":
-        return load_mnist5k(**kwargs)
-    if name in ("mnist", "cifar10"):
-        if kwargs:
-            raise TypeError(f"load_images({name!r}) takes only root, got {sorted(kwargs)}")
-        if name == "mnist":
-            return load_mnist(root)
-        from .cifar10 import load_cifar10
-
-        return load_cifar10(root)
-    raise ValueError(f"name must be one of {list(IMAGE_DATASETS)}, got {name!r}")
-
-
-def __getattr__(name: str):
-    """The CIFAR-10 reader moved to :mod:`sde_gen.data.cifar10`; its names still import from here."""
-    from . import cifar10
-
-    if name in ("load_cifar10", "CIFAR10_FILES", "CIFAR_MAX_BYTES", "PICKLE_MAX_OPS", "_read_cifar_batch"):
-        return getattr(cifar10, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

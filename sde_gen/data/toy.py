@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from .._checks import check_int, check_positive
-from ..oracle import GaussianMixture
+from .oracle import GaussianMixture
 
 __all__ = [
     "gmm8",

@@ -14,16 +14,16 @@ import torch
 from .. import distributed as dist_utils
 
 
-def _num_chunks(n: int, batch_size: int) -> int:
+def count_chunks(n: int, batch_size: int) -> int:
     return -(-n // batch_size)
 
 
-def _my_chunks(num_chunks: int) -> range:
+def my_chunks(num_chunks: int) -> range:
     """The chunk indices this rank handles: a contiguous run, balanced across ranks."""
     return range(*dist_utils.shard_range(num_chunks))
 
 
-def _progress(total: int, enabled: bool, desc: str):
+def progress_bar(total: int, enabled: bool, desc: str):
     if not enabled or not dist_utils.is_main_process():
         return None
     from tqdm.auto import tqdm
@@ -31,7 +31,7 @@ def _progress(total: int, enabled: bool, desc: str):
     return tqdm(total=total, desc=desc, dynamic_ncols=True)
 
 
-def _gather_chunks(parts: list[torch.Tensor], bar) -> torch.Tensor:
+def gather_chunks(parts: list[torch.Tensor], bar) -> torch.Tensor:
     """Close the progress bar; this rank's per-point results (float64, CPU), gathered from every
     rank in rank order: the original order, since ranks hold contiguous runs of chunks."""
     if bar is not None:
@@ -40,7 +40,7 @@ def _gather_chunks(parts: list[torch.Tensor], bar) -> torch.Tensor:
     return dist_utils.gather_cat(mine)
 
 
-def _nfe_stats(chunk_nfe: list[int]) -> dict:
+def nfe_stats(chunk_nfe: list[int]) -> dict:
     """Gather this rank's per-chunk NFE: the total, per chunk (in chunk order) and per rank."""
     per_chunk = dist_utils.gather_cat(torch.tensor(chunk_nfe, dtype=torch.int64))
     per_rank = dist_utils.gather_cat(torch.tensor([sum(chunk_nfe)], dtype=torch.int64))

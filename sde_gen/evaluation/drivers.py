@@ -18,18 +18,18 @@ import torch
 
 from .. import distributed as dist_utils
 from .._checks import check_choice, check_cond, check_int, check_tensor
-from ..likelihood import log_likelihood
-from ..noise import KeyedNoise
-from ..sampling import sample
-from ..sde import SDE
-from ..solvers.ode import ProbabilityFlow
-from .chunks import _gather_chunks, _my_chunks, _nfe_stats, _num_chunks, _progress
-from .seeds import _noise_seed, chunk_generator
+from ..likelihood.probability_flow import log_likelihood
+from ..sampling.loop import sample
+from ..sampling.noise import KeyedNoise
+from ..sampling.solvers.ode import ProbabilityFlow
+from ..sdes.base import SDE
+from .chunks import count_chunks, gather_chunks, my_chunks, nfe_stats, progress_bar
+from .seeds import chunk_generator, noise_seed
 
 __all__ = ["evaluate_nll", "generate_samples"]
 
 
-def _sde_first(sde, score_fn, name: str) -> tuple:
+def sde_first(sde, score_fn, name: str) -> tuple:
     """``(sde, score_fn)``, swapped back with a ``DeprecationWarning`` where ``name`` was called in
     the old order ``name(score_fn, sde, ...)`` (a callable first, an :class:`sde_gen.SDE` second)."""
     if isinstance(score_fn, SDE) and not isinstance(sde, SDE) and callable(sde):
@@ -81,15 +81,15 @@ def evaluate_nll(
 
     The old argument order ``evaluate_nll(score_fn, sde, x)`` still works, with a ``DeprecationWarning``.
     """
-    sde, score_fn = _sde_first(sde, score_fn, "evaluate_nll")
+    sde, score_fn = sde_first(sde, score_fn, "evaluate_nll")
     x = check_tensor("x", x)
     batch_size = check_int("batch_size", batch_size, low=1)
     check_choice("divergence", divergence, {"exact", "hutchinson"})
     cond = check_cond(cond, x.shape[0])
     noisy = divergence == "hutchinson"
-    seed = _noise_seed(seed, generator, noisy=noisy, what="divergence='hutchinson'")
-    chunks = _my_chunks(_num_chunks(x.shape[0], batch_size))
-    bar = _progress(len(chunks), progress, "nll")
+    seed = noise_seed(seed, generator, noisy=noisy, what="divergence='hutchinson'")
+    chunks = my_chunks(count_chunks(x.shape[0], batch_size))
+    bar = progress_bar(len(chunks), progress, "nll")
     nll, chunk_nfe = [], []
     for i in chunks:
         xb = x[i * batch_size : (i + 1) * batch_size]
@@ -110,9 +110,9 @@ def evaluate_nll(
         chunk_nfe.append(res.nfe)
         if bar is not None:
             bar.update(1)
-    nll = _gather_chunks(nll, bar)
+    nll = gather_chunks(nll, bar)
     se = float(nll.std() / math.sqrt(nll.numel())) if nll.numel() > 1 else float("nan")
-    return {"nll": float(nll.mean()), "nll_se": se, "per_point": nll, **_nfe_stats(chunk_nfe)}
+    return {"nll": float(nll.mean()), "nll_se": se, "per_point": nll, **nfe_stats(chunk_nfe)}
 
 
 def _rows(cond: dict, start: int, size: int) -> dict:
@@ -182,7 +182,7 @@ def generate_samples(
     n = check_int("n", n, low=1)
     shape = _check_sample_shape(shape)
     batch_size = check_int("batch_size", batch_size, low=1)
-    seed = _noise_seed(check_int("seed", seed, low=0), None, noisy=True, what="sampling")
+    seed = noise_seed(check_int("seed", seed, low=0), None, noisy=True, what="sampling")
     check_choice("noise", noise, {"chunk", "keyed"})
     cond = check_cond(cond, n)
     if out is not None and not isinstance(out, (str, os.PathLike)):
@@ -195,7 +195,7 @@ def generate_samples(
         except TypeError:
             raise TypeError(f"out= writes a numpy file, and numpy has no dtype for {dtype}") from None
 
-    num_chunks = _num_chunks(n, batch_size)
+    num_chunks = count_chunks(n, batch_size)
     world = dist_utils.get_world_size()
     shards = [dist_utils.shard_range(num_chunks, r, world) for r in range(world)]
     mine = range(*shards[dist_utils.get_rank()])
@@ -204,7 +204,7 @@ def generate_samples(
     parts: list = [None] * num_chunks
     chunk_nfe: list[int] = []
     mm, tmp = None, None
-    bar = _progress(rounds, progress, "samples")
+    bar = progress_bar(rounds, progress, "samples")
     for j in range(rounds):
         if j < len(mine):
             i = mine[j]
@@ -253,7 +253,7 @@ def generate_samples(
             bar.update(1)
     if bar is not None:
         bar.close()
-    stats = _nfe_stats(chunk_nfe)
+    stats = nfe_stats(chunk_nfe)
     if out is None:
         return {"samples": torch.cat(parts), "path": None, "cond": cond, **stats}
     path = Path(out)

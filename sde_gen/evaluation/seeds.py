@@ -60,7 +60,7 @@ def chunk_generator(seed: int, index: int, stream: str = "samples", device=None)
     )
 
 
-def _noise_seed(seed, generator, *, noisy: bool, what: str) -> int | None:
+def noise_seed(seed, generator, *, noisy: bool, what: str) -> int | None:
     """Check ``seed`` and ``generator`` and refuse what cannot be reproduced across ranks."""
     if seed is not None and generator is not None:
         raise ValueError(

@@ -5,25 +5,27 @@
 - ``batches.py``: the seeded, checkpointable stream of training batches;
 - ``ema.py``: the exponential moving average of the weights, with warm-up;
 - ``schedules.py``: learning-rate schedules;
-- ``checkpoint.py``: atomic checkpoint files, rotation, recovery, loading without unpickling code;
+- ``losses.py``: ``DSMLoss`` (weighting and time sampler as replaceable parts), ``dsm_loss``;
+- ``classifier_loss.py``: ``ClassifierLoss`` for noise-conditional classifiers;
 - ``callbacks.py``: progress, periodic evaluation, the base class loggers derive from.
 
-The loss is :class:`sde_gen.DSMLoss` (``sde_gen/losses.py``); the optimiser is any
-``torch.optim.Optimizer``.
+Checkpoint files are ``sde_gen/files/``; the optimiser is any ``torch.optim.Optimizer``.
 """
 
 from .batches import Batches
 from .callbacks import Callback, PeriodicEval, ProgressBar, ProgressPrinter
-from .checkpoint import (
-    CKPT_PATTERN,
-    CheckpointError,
-    Checkpoints,
-    UnsafeCheckpointError,
-    list_checkpoints,
-    read_checkpoint,
-    save_atomic,
-)
+from .classifier_loss import AccuracyCurve, ClassifierLoss, classifier_accuracy
 from .ema import EMA
+from .losses import (
+    WEIGHTINGS,
+    DSMDraws,
+    DSMLoss,
+    ImportanceSampler,
+    UniformTime,
+    dsm_loss,
+    likelihood_weighting,
+    std2_weighting,
+)
 from .nonfinite import NONFINITE, NonFinite
 from .schedules import WarmupCosine
 from .trainer import Trainer
@@ -33,17 +35,21 @@ __all__ = [
     "Batches",
     "EMA",
     "WarmupCosine",
-    "Checkpoints",
-    "CheckpointError",
     "NonFinite",
     "NONFINITE",
     "Callback",
     "ProgressBar",
     "ProgressPrinter",
     "PeriodicEval",
-    "save_atomic",
-    "UnsafeCheckpointError",
-    "read_checkpoint",
-    "list_checkpoints",
-    "CKPT_PATTERN",
+    "DSMLoss",
+    "DSMDraws",
+    "dsm_loss",
+    "WEIGHTINGS",
+    "std2_weighting",
+    "likelihood_weighting",
+    "UniformTime",
+    "ImportanceSampler",
+    "ClassifierLoss",
+    "classifier_accuracy",
+    "AccuracyCurve",
 ]

@@ -18,9 +18,10 @@ from torch import nn
 
 from .. import distributed as dist
 from .._checks import check_int, check_positive
+from ..files.checkpoint import MAX_STEPS, CheckpointError, Checkpoints, read_checkpoint, save_atomic
+from ..sdes.base import SDE
 from .batches import Batches
 from .callbacks import Callback
-from .checkpoint import MAX_STEPS, CheckpointError, Checkpoints, read_checkpoint, save_atomic
 from .ema import EMA
 from .nonfinite import NonFinite, nonfinite_error
 
@@ -85,8 +86,6 @@ class Trainer:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         self.model = model
-        from ..sde import SDE
-
         if isinstance(loss_fn, SDE):  # Trainer(model, sde, data) of sde_gen 0.1 (CHANGELOG.md)
             raise TypeError(
                 f"loss_fn must be a loss, got the SDE {type(loss_fn).__name__}: since sde_gen 0.2 the "

@@ -1,0 +1,203 @@
+"""Score models as files to share: weights in safetensors, the recipe in its metadata.
+
+A file written by :func:`save_model` holds the weights of a :class:`~sde_gen.ScoreModel`'s network
+(the EMA weights, when an EMA is given) as safetensors, and in the header's metadata a JSON
+recipe: the SDE and the network as ``{"_target_": ..., arguments}``, the parameterisation, and
+what a sample is (its shape, the data's levels and range). :func:`load_model` rebuilds a
+ready-to-sample model from that file alone. A class-conditional network's ``num_classes`` is one of
+its arguments, so it is in the recipe (``model.num_classes`` after loading); an unconditional
+network's recipe does not name it, as before.
+
+Nothing in such a file can run code (Hugging Face's safetensors format stores raw tensors and a
+JSON header; we chose it over our own format for its bounded, audited parser), and the recipe can
+only name the built-in classes of :data:`TARGETS`, with arguments their constructors check.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+from pathlib import Path
+
+import torch
+
+from ..models import MLP, UNet
+from ..models.score import PARAMETERIZATIONS, ScoreModel
+from ..sdes.base import SDE, VESDE, VPSDE, SubVPSDE
+from ..sdes.schedules import EDMSDE, CosineVPSDE
+from .checkpoint import CheckpointError
+
+__all__ = ["save_model", "load_model", "read_model_metadata", "TARGETS", "FORMAT"]
+
+#: The classes a model file may name: nothing else is ever built from a file.
+TARGETS = {
+    "sde_gen.VPSDE": VPSDE,
+    "sde_gen.SubVPSDE": SubVPSDE,
+    "sde_gen.VESDE": VESDE,
+    "sde_gen.CosineVPSDE": CosineVPSDE,
+    "sde_gen.EDMSDE": EDMSDE,
+    "sde_gen.MLP": MLP,
+    "sde_gen.UNet": UNet,
+}
+#: Hydra configs name the presets; they are the same class with other defaults.
+ALIASES = {
+    f"sde_gen.UNet.{p}": "sde_gen.UNet" for p in ("digits", "mnist", "ddpmpp_cifar10", "ddpmpp_deep_cifar10")
+}
+
+FORMAT = "sde_gen.model/1"
+MAX_METADATA = 1 << 20  # bytes of JSON recipe accepted
+
+
+def _config_of(obj, what: str) -> dict:
+    """``{"_target_": name, **arguments}`` read back from a built-in object's attributes."""
+    name = next((n for n, cls in TARGETS.items() if type(obj) is cls), None)
+    if name is None:
+        raise TypeError(
+            f"cannot export a {what} of type {type(obj).__name__}: a model file can only name "
+            f"{sorted(TARGETS)}; pass {what}_config= with one of them"
+        )
+    config = {"_target_": name}
+    for p in list(inspect.signature(type(obj).__init__).parameters.values())[1:]:
+        value = getattr(obj, p.name, p.default)
+        if isinstance(value, tuple):
+            value = list(value)
+        if value is p.default or value == p.default:
+            continue
+        if not isinstance(value, (int, float, str, bool, list, type(None))):
+            raise TypeError(f"cannot export {what} argument {p.name}={value!r}: not a JSON value")
+        config[p.name] = value
+    return config
+
+
+def _build(config, what: str, path: Path, hint: str = ""):
+    """An allow-listed object from its recipe; anything else is refused."""
+    if not isinstance(config, dict) or not isinstance(config.get("_target_"), str):
+        raise CheckpointError(f"model file {path}: its {what} must be a dict with a _target_, got {config!r}")
+    kwargs = dict(config)
+    target = kwargs.pop("_target_")
+    target = ALIASES.get(target, target)
+    if target not in TARGETS:
+        raise CheckpointError(
+            f"model file {path} names {what} {target!r}; a model file can only name {sorted(TARGETS)}"
+            f"{hint}"
+        )
+    try:
+        return TARGETS[target](**kwargs)
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"model file {path}: its {what} {target}({kwargs}) is refused: {e}") from e
+
+
+def save_model(
+    path: str | os.PathLike,
+    model: ScoreModel,
+    *,
+    ema=None,
+    data: dict | None = None,
+    sde_config: dict | None = None,
+    net_config: dict | None = None,
+) -> Path:
+    """Write ``model`` (with ``ema``'s weights if given) to a safetensors file with its recipe.
+
+    Args:
+        model: a :class:`ScoreModel` whose SDE and network are built-in classes (:data:`TARGETS`),
+            or give their recipes as ``sde_config`` / ``net_config`` (``{"_target_": ..., ...}``,
+            e.g. the Hydra config nodes).
+        ema: a :class:`~sde_gen.EMA` of ``model``: its average is what is written.
+        data: what a sample is, e.g. ``{"shape": [1, 8, 8], "levels": 17, "low": -1.0, "high":
+            1.0, "name": "digits"}`` (JSON values only).
+    The file is written atomically (a temporary file renamed into place).
+    """
+    from safetensors.torch import save_file
+
+    if not isinstance(model, ScoreModel):
+        raise TypeError(f"model must be a sde_gen.ScoreModel, got {type(model).__name__}")
+    recipe = {
+        "format": FORMAT,
+        "sde": dict(sde_config) if sde_config is not None else _config_of(model.sde, "sde"),
+        "net": dict(net_config) if net_config is not None else _config_of(model.net, "net"),
+        "parameterization": model.parameterization,
+        "data": dict(data or {}),
+    }
+    text = json.dumps(recipe)  # refuses non-JSON values
+    state = dict(model.state_dict()) if ema is None else {k: v for k, v in ema.shadow.items()}
+    tensors = {
+        k[len("net.") :]: v.detach().cpu().contiguous() for k, v in state.items() if k.startswith("net.")
+    }
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    save_file(tensors, str(tmp), metadata={"sde_gen": text})
+    os.replace(tmp, path)
+    return path
+
+
+def read_model_metadata(path: str | os.PathLike) -> dict:
+    """The recipe stored in a model file, read from its header alone (no tensor is loaded)."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            head = f.read(8)
+            n = int.from_bytes(head, "little") if len(head) == 8 else -1
+            if not 0 < n <= min(size - 8, 100 * MAX_METADATA):
+                raise ValueError(f"header length {n} does not fit a file of {size} bytes")
+            header = json.loads(f.read(n))
+        text = header.get("__metadata__", {}).get("sde_gen") if isinstance(header, dict) else None
+        if not isinstance(text, str) or len(text) > MAX_METADATA:
+            raise ValueError("no sde_gen recipe in its metadata")
+        recipe = json.loads(text)
+    except (OSError, ValueError, UnicodeDecodeError, AttributeError) as e:
+        raise CheckpointError(
+            f"model file {path} cannot be read ({type(e).__name__}: {e}): it is truncated, corrupt or "
+            "not a model exported by sde_gen"
+        ) from e
+    if not isinstance(recipe, dict) or recipe.get("format") != FORMAT:
+        raise CheckpointError(f"model file {path} is not a sde_gen model file (format {FORMAT})")
+    return recipe
+
+
+def load_model(
+    path: str | os.PathLike, *, sde: SDE | None = None, device: torch.device | str | None = None
+) -> ScoreModel:
+    """Rebuild the :class:`ScoreModel` saved by :func:`save_model`, in eval mode, from the file
+    alone; ``model.recipe`` holds the file's recipe (``model.recipe["data"]`` says what a sample
+    is). Nothing in the file is executed; a file that is not such a model raises
+    :class:`~sde_gen.CheckpointError` naming it.
+
+    Args:
+        sde: the SDE to use instead of building the one the file's recipe names. A file can only
+            build the built-in SDEs (:data:`TARGETS`), so an SDE of your own is passed here (its
+            recipe, as given to ``save_model(sde_config=...)``, stays in ``model.recipe["sde"]``).
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    recipe = read_model_metadata(path)
+    if sde is None:
+        sde = _build(recipe.get("sde"), "sde", path, hint="; pass sde= for an SDE of your own")
+    elif not isinstance(sde, SDE):
+        raise TypeError(f"sde must be a sde_gen.SDE, got {type(sde).__name__}")
+    net = _build(recipe.get("net"), "net", path)
+    parameterization = recipe.get("parameterization")
+    if parameterization not in PARAMETERIZATIONS:
+        raise CheckpointError(f"model file {path}: unknown parameterization {parameterization!r}")
+    try:
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"model file {path} cannot be read ({type(e).__name__}: {e})") from e
+    own = net.state_dict()
+    bad = sorted(set(own) ^ set(tensors)) or [k for k in own if own[k].shape != tensors[k].shape]
+    if bad:
+        raise CheckpointError(
+            f"model file {path}: its tensors do not fit the network it names: "
+            f"{bad[:5]}{' ...' if len(bad) > 5 else ''}"
+        )
+    dtypes = {v.dtype for v in tensors.values() if v.is_floating_point()}
+    if len(dtypes) == 1:  # a float64 model comes back in float64
+        net.to(dtype=dtypes.pop())
+    net.load_state_dict(tensors)
+    model = ScoreModel(net, sde, parameterization).eval()
+    model.recipe = recipe
+    return model.to(device) if device is not None else model

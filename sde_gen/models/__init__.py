@@ -1,0 +1,27 @@
+"""Models: :class:`ScoreModel` (a network as a score function, ``score.py``), noise-conditional
+networks ``net(x, t) -> tensor shaped like x`` (``t`` of shape ``(B,)``; class-conditional with
+``num_classes``: ``net(x, t, y=labels)``) and noise-conditional classifiers ``p(y | x_t, t)``."""
+
+from .classifier import ConvClassifier, NoisyClassifier
+from .embeddings import (
+    TIME_EMBEDDINGS,
+    GaussianFourierEmbedding,
+    SinusoidalEmbedding,
+    make_time_embedding,
+)
+from .mlp import MLP
+from .score import PARAMETERIZATIONS, ScoreModel
+from .unet import UNet
+
+__all__ = [
+    "ScoreModel",
+    "PARAMETERIZATIONS",
+    "MLP",
+    "UNet",
+    "ConvClassifier",
+    "NoisyClassifier",
+    "GaussianFourierEmbedding",
+    "SinusoidalEmbedding",
+    "TIME_EMBEDDINGS",
+    "make_time_embedding",
+]

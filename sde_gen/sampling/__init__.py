@@ -1,0 +1,31 @@
+"""Sampling: keyed noise, the solvers and their protocol, the one loop, guidance, inverse problems.
+
+- ``noise.py``: ``KeyedNoise``, normals keyed by (seed, sample, draw);
+- ``solvers/``: one file per family, each solver an object with ``init`` and ``step``; the time
+  grids (``grids.py``) and the ``(xhat, sigma_hat)`` variables the fast samplers share;
+- ``loop.py``: ``sample`` and ``encode``;
+- ``guidance.py``: classifier-free and classifier guidance as score functions;
+- ``inverse/``: linear inverse problems (replacement, RePaint, DPS, SMC) and the exact posterior.
+"""
+
+from . import inverse
+from .guidance import (
+    ClassifierFreeGuidance,
+    ClassifierGuidance,
+    classifier_free_guidance,
+    classifier_guidance,
+)
+from .loop import SampleResult, encode, sample
+from .noise import KeyedNoise
+
+__all__ = [
+    "sample",
+    "encode",
+    "SampleResult",
+    "KeyedNoise",
+    "classifier_free_guidance",
+    "classifier_guidance",
+    "ClassifierFreeGuidance",
+    "ClassifierGuidance",
+    "inverse",
+]
