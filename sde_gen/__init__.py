@@ -14,12 +14,21 @@ from .data import ImageData, LevelTransform, VectorData, gmm8, load_dataset, mix
 from .data.oracle import GaussianMixture, energy_distance
 from .data.transforms import bits_per_dim
 from .evaluation import (
+    HeldoutEval,
+    HeldoutLikelihood,
+    HistoryFile,
+    SamplePlan,
+    SampleQuality,
+    WandbLogger,
     chunk_generator,
     chunk_seed,
     evaluate_bpd,
+    evaluate_model,
     evaluate_nll,
     generate_samples,
     metrics,
+    read_history,
+    results_table,
     save_image_grid,
     save_loss_curve,
     save_samples_2d,
@@ -104,6 +113,7 @@ from .sampling.solvers import (
     ProbabilityFlow,
     ReverseDiffusionPredictor,
     Solver,
+    SolverState,
     StepInfo,
     StepOutput,
     SteppingSolver,
@@ -151,7 +161,7 @@ __version__ = "0.1.0"
 __all__ = [
     "SDE", "VPSDE", "SubVPSDE", "VESDE", "LinearSDE", "CosineVPSDE", "EDMSDE", "KernelCoefficients",
     "ReverseSDE",
-    "ProbabilityFlowODE", "ScoreCheck", "Solver", "SteppingSolver", "StepInfo", "StepOutput",
+    "ProbabilityFlowODE", "ScoreCheck", "Solver", "SolverState", "SteppingSolver", "StepInfo", "StepOutput",
     "EulerMaruyama", "PredictorCorrector", "ProbabilityFlow", "Heun", "IPNDM", "DDIM",
     "DPMSolverPlusPlus", "UniPC", "Predictor", "Corrector",
     "EulerMaruyamaPredictor", "ReverseDiffusionPredictor", "AncestralPredictor", "Langevin",
@@ -173,6 +183,7 @@ __all__ = [
     "ClassifierLoss", "classifier_accuracy", "AccuracyCurve", "classifier_free_guidance",
     "classifier_guidance", "ClassifierFreeGuidance", "ClassifierGuidance", "inverse", "LinearOperator",
     "Mask", "Colorization", "SuperResolution", "solve_inverse", "InverseResult", "mixture_posterior",
-    "MixturePosterior",
+    "MixturePosterior", "SampleQuality", "HeldoutLikelihood", "HeldoutEval", "HistoryFile", "read_history",
+    "results_table", "WandbLogger", "SamplePlan", "evaluate_model",
 ]
 # fmt: on

@@ -22,6 +22,9 @@ class ArgumentError(Exception):
         self.name = name
         self.value = value
 
+    def __reduce__(self):  # pickles (multiprocessing, torch.distributed) with name and value
+        return type(self), (self.name, self.value, str(self))
+
 
 class ArgumentValueError(ArgumentError, ValueError):
     """An argument of the right type with a value outside what is allowed."""
@@ -69,6 +72,14 @@ def check_int(
             name, value, f"{name} must be <= {high}{f' ({why})' if why else ''}, got {value!r}"
         )
     return int(value)
+
+
+def check_callable(name: str, value, usage: str):
+    """A callable, used as ``usage`` says (e.g. ``"loss_fn(model, batch)"``)."""
+    if not callable(value):
+        message = f"{name} must be callable as {usage}, got {type(value).__name__}"
+        raise ArgumentTypeError(name, value, message)
+    return value
 
 
 def check_choice(name: str, value, allowed) -> str:
@@ -166,28 +177,38 @@ def check_cond(cond, batch: int, name: str = "cond") -> dict:
     if cond is None:
         return {}
     if not isinstance(cond, Mapping):
-        raise TypeError(
-            f"{name} must be a dict of tensors such as {{'y': labels}}, or None, got {type(cond).__name__}"
+        raise ArgumentTypeError(
+            name,
+            cond,
+            f"{name} must be a dict of tensors such as {{'y': labels}}, or None, got {type(cond).__name__}",
         )
     out = {}
     for key, value in cond.items():
         if not isinstance(key, str) or not key.isidentifier():
-            raise TypeError(f"{name} keys must be keyword names of the score function (str), got {key!r}")
+            raise ArgumentTypeError(
+                name, cond, f"{name} keys must be keyword names of the score function (str), got {key!r}"
+            )
         if not isinstance(value, torch.Tensor):
-            raise TypeError(
-                f"{name}[{key!r}] must be a torch.Tensor with one row per sample, got {type(value).__name__}"
+            raise ArgumentTypeError(
+                name,
+                cond,
+                f"{name}[{key!r}] must be a torch.Tensor with one row per sample, got {type(value).__name__}",
             )
         if value.ndim < 1 or value.shape[0] != batch:
             rows = "a 0-d tensor" if value.ndim == 0 else f"{value.shape[0]} rows"
-            raise ValueError(
-                f"{name}[{key!r}] has {rows}, but the batch has {batch} samples; it needs one row per sample"
+            raise ArgumentValueError(
+                name,
+                cond,
+                f"{name}[{key!r}] has {rows}, but the batch has {batch} samples; it needs one row per sample",
             )
         if key in LABEL_KEYS and (
             value.is_floating_point() or value.is_complex() or value.dtype == torch.bool
         ):
-            raise TypeError(
+            raise ArgumentTypeError(
+                name,
+                cond,
                 f"{name}[{key!r}] holds class labels and must be an integer tensor (torch.long), "
-                f"got {value.dtype}"
+                f"got {value.dtype}",
             )
         out[key] = value
     return out
@@ -210,17 +231,23 @@ def check_accepts_cond(score_fn: Callable, cond) -> None:
     """A ``TypeError`` where ``score_fn`` cannot take the conditioning keywords of ``cond``."""
     if accepts_keywords(score_fn, cond) is False:
         name = getattr(score_fn, "__name__", type(score_fn).__name__)
-        raise TypeError(
+        raise ArgumentTypeError(
+            "cond",
+            cond,
             f"score_fn {name}{inspect.signature(score_fn)} does not accept the conditioning keyword(s) "
             f"{sorted(cond)}; a conditional score function takes them as score_fn(x, t, y=None, ...), "
-            "an unconditional one is called without cond"
+            "an unconditional one is called without cond",
         )
 
 
 def check_score_fn(score_fn: Callable) -> Callable:
     """``score_fn`` itself: callable, and (where its signature can be read) with two positional arguments."""
     if not callable(score_fn):
-        raise TypeError(f"score_fn must be callable as score_fn(x, t), got {type(score_fn).__name__}")
+        raise ArgumentTypeError(
+            "score_fn",
+            score_fn,
+            f"score_fn must be callable as score_fn(x, t), got {type(score_fn).__name__}",
+        )
     try:
         sig = inspect.signature(score_fn)
     except (TypeError, ValueError):  # some builtins and extension types have no readable signature
@@ -229,8 +256,10 @@ def check_score_fn(score_fn: Callable) -> Callable:
         sig.bind(None, None)
     except TypeError:
         name = getattr(score_fn, "__name__", type(score_fn).__name__)
-        raise TypeError(
-            f"score_fn must be callable as score_fn(x, t) with two positional arguments, got {name}{sig}"
+        raise ArgumentTypeError(
+            "score_fn",
+            score_fn,
+            f"score_fn must be callable as score_fn(x, t) with two positional arguments, got {name}{sig}",
         ) from None
     return score_fn
 

@@ -20,6 +20,8 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
+from ._checks import ArgumentValueError
+
 __all__ = [
     "is_distributed",
     "get_rank",
@@ -113,7 +115,7 @@ def shard_range(n: int, rank: int | None = None, world_size: int | None = None) 
     rank = get_rank() if rank is None else rank
     world_size = get_world_size() if world_size is None else world_size
     if not 0 <= rank < world_size:
-        raise ValueError(f"rank must be in [0, {world_size}), got {rank}")
+        raise ArgumentValueError("rank", rank, f"rank must be in [0, {world_size}), got {rank}")
     base, extra = divmod(n, world_size)
     start = rank * base + min(rank, extra)
     return start, start + base + (1 if rank < extra else 0)

@@ -14,13 +14,15 @@ import json
 import sys
 from pathlib import Path
 
+import sde_gen as sg
+
 COLUMNS = ("fd", "fd_reference", "kid", "kid_se", "precision", "recall", "sample_nfe", "sample_seconds")
 
 
 def sampler_label(solver: dict) -> str:
     name = str(solver.get("_target_", "?")).rsplit(".", 1)[-1]
-    skip = {"_target_", "steps"}
-    extra = ", ".join(f"{k}={v}" for k, v in solver.items() if k not in skip and v is not None)
+    shown = {k: v for k, v in solver.items() if k not in ("_target_", "steps") and v is not None}
+    extra = ", ".join(f"{k}={v}" for k, v in shown.items())
     return f"{name}({extra})" if extra else name
 
 
@@ -31,28 +33,14 @@ def collect(root: Path) -> list[dict]:
         if not config_file.exists():
             print(f"skipped {metrics_file}: no config_resolved.json beside it", file=sys.stderr)
             continue
-        metrics = json.loads(metrics_file.read_text())
-        config = json.loads(config_file.read_text())
-        rows.append(
-            {"sampler": sampler_label(config.get("solver", {})), **{k: metrics.get(k) for k in COLUMNS}}
-        )
+        solver = json.loads(config_file.read_text()).get("solver", {})
+        rows.append({"sampler": sampler_label(solver), **json.loads(metrics_file.read_text())})
     return rows
 
 
 def table(rows: list[dict], sort: str = "fd") -> str:
-    def key(r):
-        v = r.get(sort)
-        return (r.get("sample_nfe") or 0, float("inf") if v is None else v)
-
-    def cell(v):
-        if v is None:
-            return "-"
-        return f"{v:.4g}" if isinstance(v, float) else str(v)
-
-    lines = ["| sampler | " + " | ".join(COLUMNS) + " |", "|---|" + "---:|" * len(COLUMNS)]
-    for r in sorted(rows, key=key):
-        lines.append(f"| {r['sampler']} | " + " | ".join(cell(r[c]) for c in COLUMNS) + " |")
-    return "\n".join(lines)
+    key = lambda r: (r.get("sample_nfe") or 0, float("inf") if r.get(sort) is None else r[sort])  # noqa: E731
+    return sg.results_table(sorted(rows, key=key), ("sampler", *COLUMNS))
 
 
 def main(argv=None) -> int:
@@ -60,12 +48,8 @@ def main(argv=None) -> int:
     p.add_argument("root", type=Path, help="the sweep directory (hydra.sweep.dir) to read")
     p.add_argument("--sort", default="fd", choices=COLUMNS)
     args = p.parse_args(argv)
-    if not args.root.is_dir():
-        p.error(f"{args.root} is not a directory")
-    rows = collect(args.root)
-    if not rows:
-        p.error(f"no metrics.json with a config_resolved.json beside it under {args.root}")
-    print(table(rows, args.sort))
+    rows = collect(args.root) if args.root.is_dir() else p.error(f"{args.root} is not a directory")
+    print(table(rows, args.sort) if rows else p.error(f"no run with a config_resolved.json in {args.root}"))
     return 0
 
 

@@ -8,6 +8,7 @@ read from local files.
 
 from __future__ import annotations
 
+from .._checks import ArgumentTypeError, ArgumentValueError
 from .cifar10 import CIFAR10_FILES, load_cifar10
 from .images import (
     IMAGE_DATASETS,
@@ -79,7 +80,7 @@ def load_images(name: str, root=None, **kwargs) -> ImageData:
         if kwargs:
             raise TypeError(f"load_images({name!r}) takes only root, got {sorted(kwargs)}")
         return load_mnist(root) if name == "mnist" else load_cifar10(root)
-    raise ValueError(f"name must be one of {list(IMAGE_DATASETS)}, got {name!r}")
+    raise ArgumentValueError("name", name, f"name must be one of {list(IMAGE_DATASETS)}, got {name!r}")
 
 
 def load_dataset(name: str, root=None, **kwargs) -> VectorData | ImageData:
@@ -89,12 +90,14 @@ def load_dataset(name: str, root=None, **kwargs) -> VectorData | ImageData:
     ``root`` is ignored), image sets to :func:`load_images` (``root`` for mnist and cifar10).
     """
     if not isinstance(name, str):
-        raise TypeError(f"name must be a str, got {type(name).__name__}")
+        raise ArgumentTypeError("name", name, f"name must be a str, got {type(name).__name__}")
     if name in IMAGE_DATASETS:
         return load_images(name, root, **kwargs)
     try:
         return load_vector(name, **kwargs)
     except ValueError as e:
         if str(e).startswith("name must be one of"):
-            raise ValueError(f"name must be one of {list(DATASETS)}, got {name!r}") from None
+            raise ArgumentValueError(
+                "name", name, f"name must be one of {list(DATASETS)}, got {name!r}"
+            ) from None
         raise

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .._checks import check_int
+from .._checks import ArgumentValueError, check_int
 
 __all__ = [
     "ImageData",
@@ -66,7 +66,9 @@ def _split(images: np.ndarray, labels: np.ndarray, n_test: int, seed: int, level
     n_test = check_int("n_test", n_test, low=1)
     seed = check_int("seed", seed, low=0)
     if n_test >= n:
-        raise ValueError(f"n_test must be < {n} (the number of {name} images), got {n_test}")
+        raise ArgumentValueError(
+            "n_test", n_test, f"n_test must be < {n} (the number of {name} images), got {n_test}"
+        )
     perm = np.random.RandomState(seed).permutation(n)
     test_idx, train_idx = np.sort(perm[:n_test]), np.sort(perm[n_test:])
 

@@ -21,7 +21,7 @@ import math
 
 import torch
 
-from .._checks import check_int, check_tensor
+from .._checks import ArgumentTypeError, ArgumentValueError, check_int, check_tensor
 from .._utils import time_vector
 from ..sdes.base import check_sde
 
@@ -44,29 +44,41 @@ class GaussianMixture:
         if not means.is_floating_point():
             means = means.to(torch.get_default_dtype())
         if means.ndim != 2:
-            raise ValueError(f"means must have shape (K, D), got {tuple(means.shape)}")
+            raise ArgumentValueError(
+                "means", means, f"means must have shape (K, D), got {tuple(means.shape)}"
+            )
         K, D = means.shape
         weights = torch.as_tensor(weights, dtype=means.dtype, device=means.device)
         covs = torch.as_tensor(covs, dtype=means.dtype, device=means.device)
         if weights.shape != (K,) or not bool((weights > 0).all()):
-            raise ValueError(f"weights must be positive with shape ({K},), got {weights.tolist()}")
+            raise ArgumentValueError(
+                "weights", weights, f"weights must be positive with shape ({K},), got {weights.tolist()}"
+            )
         if covs.shape != (K, D, D):
-            raise ValueError(f"covs must have shape ({K}, {D}, {D}), got {tuple(covs.shape)}")
+            raise ArgumentValueError(
+                "covs", covs, f"covs must have shape ({K}, {D}, {D}), got {tuple(covs.shape)}"
+            )
         if not bool(torch.isfinite(means).all() and torch.isfinite(covs).all()):
-            raise ValueError("means and covs must be finite")
+            raise ArgumentValueError("means", means, "means and covs must be finite")
         if not torch.allclose(covs, covs.transpose(-1, -2)):
-            raise ValueError("covs must be symmetric (each covs[k] equal to its transpose)")
+            raise ArgumentValueError(
+                "covs", covs, "covs must be symmetric (each covs[k] equal to its transpose)"
+            )
         _, info = torch.linalg.cholesky_ex(covs)
         if bool((info != 0).any()):
-            raise ValueError(
+            raise ArgumentValueError(
+                "covs",
+                covs,
                 "covs must be symmetric positive definite; component(s) "
-                f"{(info != 0).nonzero().flatten().tolist()} are not"
+                f"{(info != 0).nonzero().flatten().tolist()} are not",
             )
         self.weights = weights / weights.sum()
         self.means, self.covs = means, covs
         self.event_shape = (D,) if event_shape is None else tuple(event_shape)
         if math.prod(self.event_shape) != D:
-            raise ValueError(f"event_shape {self.event_shape} does not hold D={D} entries")
+            raise ArgumentValueError(
+                "event_shape", event_shape, f"event_shape {self.event_shape} does not hold D={D} entries"
+            )
 
     @classmethod
     def isotropic(cls, means, std: float, weights=None, **kwargs) -> GaussianMixture:
@@ -122,7 +134,9 @@ class GaussianMixture:
     def _components(self, x: torch.Tensor, t, sde):
         xf = x.reshape(x.shape[0], -1).to(self.means.dtype)
         if xf.shape[1] != self.dim:
-            raise ValueError(f"x has {xf.shape[1]} entries per sample; the mixture has D={self.dim}")
+            raise ArgumentValueError(
+                "x", x, f"x has {xf.shape[1]} entries per sample; the mixture has D={self.dim}"
+            )
         if sde is None:
             means, covs = self.means[None], self.covs[None]
         else:
@@ -171,20 +185,24 @@ class GaussianMixture:
         without ``allow_null``). Returned on the mixture's device."""
         K = self.num_classes
         if not isinstance(y, torch.Tensor):
-            raise TypeError(f"y must be a LongTensor of labels, got {type(y).__name__}")
+            raise ArgumentTypeError("y", y, f"y must be a LongTensor of labels, got {type(y).__name__}")
         if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
-            raise TypeError(f"y must hold integer labels (e.g. torch.long), got dtype {y.dtype}")
+            raise ArgumentTypeError(
+                "y", y, f"y must hold integer labels (e.g. torch.long), got dtype {y.dtype}"
+            )
         if tuple(y.shape) != (batch,):
             got = tuple(y.shape)
             want = f"({batch},) (one label per sample of x)" if batch >= 0 else "(n,)"
-            raise ValueError(f"y must have shape {want}, got {got}")
+            raise ArgumentValueError("y", y, f"y must have shape {want}, got {got}")
         high = K if allow_null else K - 1
         bad = (y < 0) | (y > high)
         if bool(bad.any()):
             allowed = f"0..{K - 1}, or {K} for unconditional" if allow_null else f"0..{K - 1}"
-            raise ValueError(
+            raise ArgumentValueError(
+                "y",
+                y,
                 f"y must hold labels in {allowed} (the mixture has K={K} components), "
-                f"got {y[bad][:5].tolist()}"
+                f"got {y[bad][:5].tolist()}",
             )
         return y.to(self.means.device)
 
@@ -246,7 +264,7 @@ class GaussianMixture:
 
 def _as_time(t, x):
     if t is None:
-        raise ValueError("t is required when sde is given")
+        raise ArgumentValueError("t", t, "t is required when sde is given")
     if isinstance(t, (int, float)):
         return time_vector(float(t), x)
     return t

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .._checks import check_int, check_positive
+from .._checks import ArgumentValueError, check_int, check_positive
 from .oracle import GaussianMixture
 
 __all__ = [
@@ -68,7 +68,9 @@ def gaussian_mixture(
     mean_scale = check_positive("mean_scale", mean_scale)
     lo, hi = (float(s) for s in std_range)
     if not 0 < lo <= hi:
-        raise ValueError(f"std_range must satisfy 0 < low <= high, got {std_range!r}")
+        raise ArgumentValueError(
+            "std_range", std_range, f"std_range must satisfy 0 < low <= high, got {std_range!r}"
+        )
     g = torch.Generator().manual_seed(seed)
     K, D, f64 = num_components, dim, torch.float64
     means = mean_scale * torch.randn(K, D, generator=g, dtype=f64)
@@ -261,4 +263,4 @@ def load_vector(
     if name in _SAMPLERS:
         fn, log_prob = _SAMPLERS[name]
         return VectorData(fn(n_train, g_train).to(dtype), fn(n_test, g_test).to(dtype), name, log_prob)
-    raise ValueError(f"name must be one of {list(VECTOR_DATASETS)}, got {name!r}")
+    raise ArgumentValueError("name", name, f"name must be one of {list(VECTOR_DATASETS)}, got {name!r}")

@@ -11,7 +11,7 @@ import math
 
 import torch
 
-from .._checks import check_int, check_real
+from .._checks import ArgumentTypeError, ArgumentValueError, check_int, check_real
 
 __all__ = ["LevelTransform", "bits_per_dim", "check_level_data"]
 
@@ -28,7 +28,7 @@ class LevelTransform:
         self.levels = check_int("levels", levels, low=2)
         self.low, self.high = check_real("low", low), check_real("high", high)
         if self.high <= self.low:
-            raise ValueError(f"high must be > low, got low={low!r}, high={high!r}")
+            raise ArgumentValueError("high", high, f"high must be > low, got low={low!r}, high={high!r}")
 
     def __repr__(self) -> str:
         return f"LevelTransform(levels={self.levels}, low={self.low}, high={self.high})"
@@ -40,13 +40,19 @@ class LevelTransform:
 
     def _check_levels(self, k: torch.Tensor) -> torch.Tensor:
         if not isinstance(k, torch.Tensor):
-            raise TypeError(f"k must be a torch.Tensor of integer levels, got {type(k).__name__}")
+            raise ArgumentTypeError(
+                "k", k, f"k must be a torch.Tensor of integer levels, got {type(k).__name__}"
+            )
         if k.is_floating_point() or k.is_complex() or k.dtype == torch.bool:
-            raise TypeError(f"k must be an integer tensor (e.g. torch.uint8), got dtype {k.dtype}")
+            raise ArgumentTypeError(
+                "k", k, f"k must be an integer tensor (e.g. torch.uint8), got dtype {k.dtype}"
+            )
         if k.numel() and (int(k.min()) < 0 or int(k.max()) > self.levels - 1):
-            raise ValueError(
+            raise ArgumentValueError(
+                "k",
+                k,
                 f"k must lie in [0, {self.levels - 1}] (levels={self.levels}), "
-                f"got values in [{int(k.min())}, {int(k.max())}]"
+                f"got values in [{int(k.min())}, {int(k.max())}]",
             )
         return k.to(torch.int64)
 
@@ -86,7 +92,9 @@ class LevelTransform:
         """The inverse: ``floor((y - low) / (high - low) * levels)`` clamped to ``[0, levels - 1]``,
         int64 shaped like ``y`` (computed in float64)."""
         if not isinstance(y, torch.Tensor) or not y.is_floating_point():
-            raise TypeError(f"y must be a floating-point torch.Tensor, got {getattr(y, 'dtype', type(y))}")
+            raise ArgumentTypeError(
+                "y", y, f"y must be a floating-point torch.Tensor, got {getattr(y, 'dtype', type(y))}"
+            )
         return self._bins(y).clamp_(0, self.levels - 1)
 
     def bits_per_dim(self, log_prob: torch.Tensor, num_dims: int) -> torch.Tensor:
@@ -119,7 +127,7 @@ def bits_per_dim(
     levels = check_int("levels", levels, low=2)
     low, high = check_real("low", low), check_real("high", high)
     if high <= low:
-        raise ValueError(f"high must be > low, got low={low!r}, high={high!r}")
+        raise ArgumentValueError("high", high, f"high must be > low, got low={low!r}, high={high!r}")
     log2_width = math.log2((high - low) / levels)
     return -log_prob / (num_dims * math.log(2.0)) - log2_width
 
@@ -128,7 +136,9 @@ def check_level_data(k, transform, name: str = "k", min_items: int = 0) -> int:
     """Check integer data ``k`` ``(N, ...)`` and its :class:`LevelTransform`; return ``N``.
     ``min_items=2`` for a standard error."""
     if not isinstance(transform, LevelTransform):
-        raise TypeError(f"transform must be a LevelTransform, got {type(transform).__name__}")
+        raise ArgumentTypeError(
+            "transform", transform, f"transform must be a LevelTransform, got {type(transform).__name__}"
+        )
     if not isinstance(k, torch.Tensor) or k.ndim < 1:
         raise TypeError(f"{name} must be a torch.Tensor of shape (N, ...), got {type(k).__name__}")
     if k.shape[0] < min_items:

@@ -3,7 +3,13 @@
 - :mod:`.seeds`: per-chunk generators (``chunk_seed``, ``chunk_generator``, ``STREAMS``);
 - :mod:`.chunks`: which chunks a rank takes, and the gathering of their results;
 - :mod:`.drivers`: ``evaluate_nll`` (vector data) and ``generate_samples``;
-- :mod:`.plots`: image grids, 2-D scatters and loss curves.
+- :mod:`.plots`: image grids, 2-D scatters and loss curves;
+- :mod:`.quality`: ``SampleQuality``, sample-quality figures beside their reference floors;
+- :mod:`.heldout`: ``HeldoutLikelihood`` (test bits/dim or NLL) and ``HeldoutEval`` (during training);
+- :mod:`.model_eval`: ``SamplePlan`` and ``evaluate_model``, a trained model evaluated into a directory;
+- :mod:`.history`: ``HistoryFile`` and ``read_history``, the training curve of a run directory;
+- :mod:`.results`: ``results_table``, Markdown tables of run results;
+- :mod:`.wandb_logger`: ``WandbLogger``, a trainer callback logging to W&B.
 
 - ``bpd.py``: ``evaluate_bpd``, the test bits/dim of a score model on integer images;
 """
@@ -12,8 +18,14 @@ from __future__ import annotations
 
 from .bpd import evaluate_bpd
 from .drivers import evaluate_nll, generate_samples
+from .heldout import HeldoutEval, HeldoutLikelihood
+from .history import HistoryFile, read_history
+from .model_eval import SamplePlan, evaluate_model, save_samples
 from .plots import save_image_grid, save_loss_curve, save_samples_2d
+from .quality import SampleQuality
+from .results import results_table
 from .seeds import STREAMS, chunk_generator, chunk_seed
+from .wandb_logger import WandbLogger, wandb_mode
 
 __all__ = [
     "evaluate_nll",
@@ -25,4 +37,15 @@ __all__ = [
     "save_image_grid",
     "save_samples_2d",
     "save_loss_curve",
+    "SampleQuality",
+    "HeldoutLikelihood",
+    "HeldoutEval",
+    "HistoryFile",
+    "SamplePlan",
+    "evaluate_model",
+    "save_samples",
+    "read_history",
+    "results_table",
+    "WandbLogger",
+    "wandb_mode",
 ]

@@ -9,7 +9,7 @@ from functools import partial
 
 import torch
 
-from .._checks import check_choice, check_cond, check_int
+from .._checks import ArgumentValueError, check_choice, check_cond, check_int
 from .._utils import batch_sum
 from ..data.transforms import LevelTransform, check_level_data
 from ..likelihood.bpd import dequantized_bpd_per_image
@@ -82,9 +82,11 @@ def evaluate_bpd(
     check_choice("dequantization", dequantization, {"uniform", "truncated_normal"})
     importance_samples = check_int("importance_samples", importance_samples, low=1)
     if dequantization == "uniform" and importance_samples != 1:
-        raise ValueError(
+        raise ArgumentValueError(
+            "importance_samples",
+            importance_samples,
             f"importance_samples={importance_samples} needs dequantization='truncated_normal' "
-            "(the uniform bound takes one draw per repeat)"
+            "(the uniform bound takes one draw per repeat)",
         )
     seed = noise_seed(seed, generator, noisy=True, what="dequantization")
     cond = check_cond(cond, n)

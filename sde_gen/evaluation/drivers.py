@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from .. import distributed as dist_utils
-from .._checks import check_choice, check_cond, check_int, check_tensor
+from .._checks import ArgumentTypeError, ArgumentValueError, check_choice, check_cond, check_int, check_tensor
 from ..likelihood.probability_flow import log_likelihood
 from ..sampling.loop import sample
 from ..sampling.noise import KeyedNoise
@@ -126,9 +126,13 @@ def _check_sample_shape(shape) -> tuple[int, ...]:
     try:
         shape = tuple(shape)
     except TypeError:
-        raise TypeError(f"shape must be the shape of one sample, a tuple of ints, got {shape!r}") from None
+        raise ArgumentTypeError(
+            "shape", shape, f"shape must be the shape of one sample, a tuple of ints, got {shape!r}"
+        ) from None
     if not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in shape):
-        raise ValueError(f"shape must be the shape of one sample, a tuple of positive ints, got {shape!r}")
+        raise ArgumentValueError(
+            "shape", shape, f"shape must be the shape of one sample, a tuple of positive ints, got {shape!r}"
+        )
     return shape
 
 
@@ -186,14 +190,18 @@ def generate_samples(
     check_choice("noise", noise, {"chunk", "keyed"})
     cond = check_cond(cond, n)
     if out is not None and not isinstance(out, (str, os.PathLike)):
-        raise TypeError(f"out must be a path (str or os.PathLike) or None, got {type(out).__name__}")
+        raise ArgumentTypeError(
+            "out", out, f"out must be a path (str or os.PathLike) or None, got {type(out).__name__}"
+        )
     probe = torch.empty(0, dtype=dtype, device=device)  # resolves torch's default dtype and device
     dtype, device = probe.dtype, probe.device
     if out is not None:
         try:
             probe.cpu().numpy()
         except TypeError:
-            raise TypeError(f"out= writes a numpy file, and numpy has no dtype for {dtype}") from None
+            raise ArgumentTypeError(
+                "out", out, f"out= writes a numpy file, and numpy has no dtype for {dtype}"
+            ) from None
 
     num_chunks = count_chunks(n, batch_size)
     world = dist_utils.get_world_size()

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import torch
 
+from .._checks import ArgumentValueError
+
 __all__ = ["save_image_grid", "save_samples_2d", "save_loss_curve"]
 
 
@@ -36,7 +38,9 @@ def save_image_grid(
     x = (x - low) / (high - low)
     n, c, h, w = x.shape
     if c not in (1, 3):
-        raise ValueError(f"images must have 1 or 3 channels, got shape {tuple(x.shape)}")
+        raise ArgumentValueError(
+            "images", images, f"images must have 1 or 3 channels, got shape {tuple(x.shape)}"
+        )
     nrow = nrow or max(1, math.ceil(math.sqrt(n)))
     ncol = math.ceil(n / nrow)
     grid = torch.ones(c, ncol * (h + pad) + pad, nrow * (w + pad) + pad)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 
 from .. import distributed as dist_utils
-from .._checks import check_choice, check_int
+from .._checks import ArgumentTypeError, ArgumentValueError, check_choice, check_int
 
 __all__ = ["STREAMS", "chunk_seed", "chunk_generator"]
 
@@ -37,7 +37,7 @@ def _splitmix64(z: int) -> int:
 def _check_seed(seed) -> int:
     seed = check_int("seed", seed, low=0)
     if seed > _MASK64:
-        raise ValueError(f"seed must be in [0, 2**64), got {seed!r}")
+        raise ArgumentValueError("seed", seed, f"seed must be in [0, 2**64), got {seed!r}")
     return seed
 
 
@@ -68,7 +68,11 @@ def noise_seed(seed, generator, *, noisy: bool, what: str) -> int | None:
             f"got seed={seed!r} and generator={generator!r}"
         )
     if generator is not None and not isinstance(generator, torch.Generator):
-        raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
+        raise ArgumentTypeError(
+            "generator",
+            generator,
+            f"generator must be a torch.Generator or None, got {type(generator).__name__}",
+        )
     if seed is not None:
         seed = _check_seed(seed)
     if noisy and seed is None and dist_utils.is_distributed():

@@ -1,29 +1,9 @@
 """Files: training checkpoints (atomic, rotated, read without unpickling code), model files to
 share (safetensors and a recipe of allow-listed classes), and the conversion of old checkpoints
-(``python -m sde_gen.files.convert``)."""
+(``python -m sde_gen.files.convert``). The names are those of the two modules' ``__all__``."""
 
-from .checkpoint import (
-    CKPT_PATTERN,
-    MAX_STEPS,
-    CheckpointError,
-    Checkpoints,
-    UnsafeCheckpointError,
-    list_checkpoints,
-    read_checkpoint,
-    save_atomic,
-)
-from .model_file import load_model, read_model_metadata, save_model
+from . import checkpoint, model_file
+from .checkpoint import *  # noqa: F403
+from .model_file import *  # noqa: F403
 
-__all__ = [
-    "CheckpointError",
-    "UnsafeCheckpointError",
-    "Checkpoints",
-    "save_atomic",
-    "read_checkpoint",
-    "list_checkpoints",
-    "CKPT_PATTERN",
-    "MAX_STEPS",
-    "save_model",
-    "load_model",
-    "read_model_metadata",
-]
+__all__ = [*checkpoint.__all__, *model_file.__all__]

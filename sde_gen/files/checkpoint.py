@@ -2,7 +2,7 @@
 
 Checkpoints are read with ``torch.load(..., weights_only=True)`` only: tensors, numbers, strings and
 containers, never code. A file that needs full unpickling raises :class:`UnsafeCheckpointError`; a
-file the user trusts is converted once with ``python -m sde_gen.convert_checkpoint OLD.pt NEW.pt``.
+file the user trusts is converted once with ``python -m sde_gen.files.convert OLD.pt NEW.pt``.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ __all__ = [
     "read_checkpoint",
     "list_checkpoints",
     "CKPT_PATTERN",
+    "MAX_STEPS",
 ]
 
 CKPT_PATTERN = re.compile(r"^ckpt_(\d{8})\.pt$")
@@ -38,7 +39,7 @@ MAX_STEPS = 10**8 - 1
 #: What every trainer checkpoint holds (``read_checkpoint`` refuses a file without them).
 CKPT_KEYS = ("step", "model", "ema", "optimizer", "data", "noise_gen")
 #: Every key :meth:`Trainer.state_dict <sde_gen.Trainer.state_dict>` writes (what
-#: ``python -m sde_gen.convert_checkpoint`` keeps of an old file).
+#: ``python -m sde_gen.files.convert`` keeps of an old file).
 TRAINER_KEYS = CKPT_KEYS + (
     "torch_rng",
     "torch_rng_ranks",
@@ -48,7 +49,7 @@ TRAINER_KEYS = CKPT_KEYS + (
     "world_size",
 )
 #: How a user converts a checkpoint they trust into one that loads safely.
-CONVERT_COMMAND = "python -m sde_gen.convert_checkpoint"
+CONVERT_COMMAND = "python -m sde_gen.files.convert"
 _WEIGHTS_ONLY = "Weights only load failed"  # how torch's refusals under weights_only=True begin
 
 

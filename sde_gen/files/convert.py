@@ -4,7 +4,7 @@ sde_gen reads checkpoints with ``torch.load(weights_only=True)``: tensors, numbe
 containers, never code. A file written by an older version or another tool that holds other objects
 (numpy arrays and scalars, most often) is refused. If you trust that file, convert it once::
 
-    python -m sde_gen.convert_checkpoint OLD.pt NEW.pt [--yes]
+    python -m sde_gen.files.convert OLD.pt NEW.pt [--yes]
 
 This loads OLD with full unpickling, **which runs any code OLD contains** (so it asks first, unless
 ``--yes``), keeps what a trainer checkpoint holds (the keys :meth:`sde_gen.Trainer.state_dict`
@@ -122,7 +122,7 @@ def convert_checkpoint(old: str | Path, new: str | Path) -> tuple[Path, list[str
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m sde_gen.convert_checkpoint",
+        prog="python -m sde_gen.files.convert",
         description="Convert a TRUSTED checkpoint that sde_gen refuses (it needs full unpickling) into one "
         "that loads with torch.load(weights_only=True). Loading OLD runs any code it contains: only "
         "convert files you or someone you trust wrote.",

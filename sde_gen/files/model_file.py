@@ -21,12 +21,14 @@ import os
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError, safe_open
 
 from ..models import MLP, UNet
 from ..models.score import PARAMETERIZATIONS, ScoreModel
 from ..sdes.base import SDE, VESDE, VPSDE, SubVPSDE
 from ..sdes.schedules import EDMSDE, CosineVPSDE
 from .checkpoint import CheckpointError
+from .limits import Header, build_on_meta, check_arguments, check_fits, read_header, short_repr
 
 __all__ = ["save_model", "load_model", "read_model_metadata", "TARGETS", "FORMAT"]
 
@@ -70,22 +72,22 @@ def _config_of(obj, what: str) -> dict:
     return config
 
 
-def _build(config, what: str, path: Path, hint: str = ""):
-    """An allow-listed object from its recipe; anything else is refused."""
+def _target(config, what: str, path: Path, hint: str = ""):
+    """The allow-listed class a recipe names and its arguments, checked (:func:`check_arguments`)."""
     if not isinstance(config, dict) or not isinstance(config.get("_target_"), str):
-        raise CheckpointError(f"model file {path}: its {what} must be a dict with a _target_, got {config!r}")
+        raise CheckpointError(
+            f"model file {path}: its {what} must be a dict with a _target_, got {short_repr(config)}"
+        )
     kwargs = dict(config)
     target = kwargs.pop("_target_")
     target = ALIASES.get(target, target)
     if target not in TARGETS:
         raise CheckpointError(
-            f"model file {path} names {what} {target!r}; a model file can only name {sorted(TARGETS)}"
-            f"{hint}"
+            f"model file {path} names {what} {short_repr(target)}; a model file can only name "
+            f"{sorted(TARGETS)}{hint}"
         )
-    try:
-        return TARGETS[target](**kwargs)
-    except (TypeError, ValueError) as e:
-        raise CheckpointError(f"model file {path}: its {what} {target}({kwargs}) is refused: {e}") from e
+    check_arguments(kwargs, what, target, path)
+    return target, TARGETS[target], kwargs
 
 
 def save_model(
@@ -134,27 +136,25 @@ def save_model(
 
 def read_model_metadata(path: str | os.PathLike) -> dict:
     """The recipe stored in a model file, read from its header alone (no tensor is loaded)."""
-    path = Path(path)
+    return _read(Path(path))[1]
+
+
+def _read(path: Path) -> tuple[Header, dict]:
+    """The checked header of a model file and its recipe."""
+    header = read_header(path)
+    text = header.metadata.get("sde_gen")
     try:
-        size = path.stat().st_size
-        with open(path, "rb") as f:
-            head = f.read(8)
-            n = int.from_bytes(head, "little") if len(head) == 8 else -1
-            if not 0 < n <= min(size - 8, 100 * MAX_METADATA):
-                raise ValueError(f"header length {n} does not fit a file of {size} bytes")
-            header = json.loads(f.read(n))
-        text = header.get("__metadata__", {}).get("sde_gen") if isinstance(header, dict) else None
         if not isinstance(text, str) or len(text) > MAX_METADATA:
             raise ValueError("no sde_gen recipe in its metadata")
         recipe = json.loads(text)
-    except (OSError, ValueError, UnicodeDecodeError, AttributeError) as e:
+    except (ValueError, RecursionError) as e:
         raise CheckpointError(
-            f"model file {path} cannot be read ({type(e).__name__}: {e}): it is truncated, corrupt or "
-            "not a model exported by sde_gen"
+            f"model file {path} cannot be read ({type(e).__name__}: {short_repr(str(e))}): it is truncated, "
+            "corrupt or not a model exported by sde_gen"
         ) from e
     if not isinstance(recipe, dict) or recipe.get("format") != FORMAT:
         raise CheckpointError(f"model file {path} is not a sde_gen model file (format {FORMAT})")
-    return recipe
+    return header, recipe
 
 
 def load_model(
@@ -165,39 +165,48 @@ def load_model(
     is). Nothing in the file is executed; a file that is not such a model raises
     :class:`~sde_gen.CheckpointError` naming it.
 
+    A file cannot make this exhaust memory or time (:mod:`sde_gen.files.limits`): the network is
+    built on the ``meta`` device and its tensors' names, shapes and dtypes are compared with the
+    file's header before anything is allocated, so it never needs more memory than the file holds.
+
     Args:
         sde: the SDE to use instead of building the one the file's recipe names. A file can only
             build the built-in SDEs (:data:`TARGETS`), so an SDE of your own is passed here (its
             recipe, as given to ``save_model(sde_config=...)``, stays in ``model.recipe["sde"]``).
     """
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
     path = Path(path)
-    recipe = read_model_metadata(path)
+    header, recipe = _read(path)
     if sde is None:
-        sde = _build(recipe.get("sde"), "sde", path, hint="; pass sde= for an SDE of your own")
+        name, cls, kwargs = _target(recipe.get("sde"), "sde", path, hint="; pass sde= for an SDE of your own")
+        try:
+            sde = cls(**kwargs)
+        except (TypeError, ValueError) as e:
+            raise CheckpointError(
+                f"model file {path}: its sde {name}({short_repr(kwargs)}) is refused: {short_repr(str(e))}"
+            ) from e
     elif not isinstance(sde, SDE):
         raise TypeError(f"sde must be a sde_gen.SDE, got {type(sde).__name__}")
-    net = _build(recipe.get("net"), "net", path)
+    name, cls, kwargs = _target(recipe.get("net"), "net", path)
     parameterization = recipe.get("parameterization")
     if parameterization not in PARAMETERIZATIONS:
-        raise CheckpointError(f"model file {path}: unknown parameterization {parameterization!r}")
-    try:
-        tensors = load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as e:
-        raise CheckpointError(f"model file {path} cannot be read ({type(e).__name__}: {e})") from e
-    own = net.state_dict()
-    bad = sorted(set(own) ^ set(tensors)) or [k for k in own if own[k].shape != tensors[k].shape]
-    if bad:
-        raise CheckpointError(
-            f"model file {path}: its tensors do not fit the network it names: "
-            f"{bad[:5]}{' ...' if len(bad) > 5 else ''}"
-        )
-    dtypes = {v.dtype for v in tensors.values() if v.is_floating_point()}
+        raise CheckpointError(f"model file {path}: unknown parameterization {short_repr(parameterization)}")
+    net = build_on_meta(cls, kwargs, "net", name, header, path)  # no memory, bounded time
+    dtypes = {dtype for dtype, _ in header.tensors.values() if dtype.is_floating_point}
     if len(dtypes) == 1:  # a float64 model comes back in float64
         net.to(dtype=dtypes.pop())
-    net.load_state_dict(tensors)
+    check_fits(net, header, name, path)
+    # Only now is memory allocated, as much as the file holds: copies of its tensors (never views of
+    # the mapped file, which may change or shrink later), in the network's dtypes, become the
+    # network's (no meta operation: some cost seconds the first time they run).
+    try:
+        with safe_open(str(path), "pt") as f:
+            state = {k: f.get_tensor(k).to(device, v.dtype, copy=True) for k, v in net.state_dict().items()}
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise CheckpointError(f"model file {path} cannot be read ({type(e).__name__}: {e})") from e
+    net.load_state_dict(state, assign=True)
+    if any(t.is_meta for t in net.buffers()):  # a buffer that is not saved: build it for real
+        net = cls(**kwargs).to(device)
+        net.load_state_dict(state)
     model = ScoreModel(net, sde, parameterization).eval()
     model.recipe = recipe
     return model.to(device) if device is not None else model

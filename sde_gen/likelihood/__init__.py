@@ -8,25 +8,8 @@
 ``bits_per_dim`` (a log-density to bits/dim) is the data's own arithmetic, in ``data/transforms.py``.
 """
 
-from . import dequantization
-from .bpd import dequantized_bpd, dequantized_bpd_per_image
-from .probability_flow import (
-    VARIABLES,
-    LikelihoodResult,
-    exact_divergence,
-    hutchinson_divergence,
-    log_likelihood,
-    noise_level_rates,
-)
+from . import bpd, dequantization, probability_flow
+from .bpd import *  # noqa: F403
+from .probability_flow import *  # noqa: F403
 
-__all__ = [
-    "log_likelihood",
-    "LikelihoodResult",
-    "exact_divergence",
-    "hutchinson_divergence",
-    "noise_level_rates",
-    "VARIABLES",
-    "dequantized_bpd",
-    "dequantized_bpd_per_image",
-    "dequantization",
-]
+__all__ = [*probability_flow.__all__, *bpd.__all__, "dequantization"]

@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 import torch
 
-from .._checks import check_int
+from .._checks import ArgumentValueError, check_int
 from ..data.transforms import LevelTransform, check_level_data
 
 __all__ = ["dequantized_bpd", "dequantized_bpd_per_image"]
@@ -48,13 +48,19 @@ def dequantized_bpd_per_image(
             kb = k[start : start + batch_size]
             lp = log_prob_fn(transform.dequantize(kb, generator, dtype))
             if not isinstance(lp, torch.Tensor) or lp.shape != (kb.shape[0],):
-                raise ValueError(
+                raise ArgumentValueError(
+                    "log_prob_fn",
+                    log_prob_fn,
                     f"log_prob_fn must return a tensor of shape ({kb.shape[0]},), "
-                    f"got {getattr(lp, 'shape', type(lp).__name__)}"
+                    f"got {getattr(lp, 'shape', type(lp).__name__)}",
                 )
             bad = ~torch.isfinite(lp)
             if bool(bad.any()):
-                raise ValueError(f"log_prob_fn returned {int(bad.sum())} non-finite log-densities")
+                raise ArgumentValueError(
+                    "log_prob_fn",
+                    log_prob_fn,
+                    f"log_prob_fn returned {int(bad.sum())} non-finite log-densities",
+                )
             total[start : start + kb.shape[0]] += transform.bits_per_dim(lp.detach().double(), num_dims).cpu()
     return total / repeats
 

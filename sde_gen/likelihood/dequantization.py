@@ -27,7 +27,7 @@ from collections.abc import Callable
 
 import torch
 
-from .._checks import check_int, check_positive
+from .._checks import ArgumentValueError, check_int, check_positive
 from ..data.transforms import check_level_data
 
 __all__ = [
@@ -114,13 +114,17 @@ def importance_weighted_bpd_per_image(
                 u = truncated_normal_sample(kb.shape, sigma, half, generator=generator, device=kb.device)
                 lp = log_density_fn((centres + u).to(dtype))
                 if not isinstance(lp, torch.Tensor) or lp.shape != (kb.shape[0],):
-                    raise ValueError(
+                    raise ArgumentValueError(
+                        "log_density_fn",
+                        log_density_fn,
                         f"log_density_fn must return a tensor of shape ({kb.shape[0]},), "
-                        f"got {getattr(lp, 'shape', type(lp).__name__)}"
+                        f"got {getattr(lp, 'shape', type(lp).__name__)}",
                     )
                 if not bool(torch.isfinite(lp).all()):
-                    raise ValueError(
-                        f"log_density_fn returned {int((~torch.isfinite(lp)).sum())} non-finite values"
+                    raise ArgumentValueError(
+                        "log_density_fn",
+                        log_density_fn,
+                        f"log_density_fn returned {int((~torch.isfinite(lp)).sum())} non-finite values",
                     )
                 ratios.append(lp.detach().double().cpu() - truncated_normal_log_prob(u, sigma, half).cpu())
             bound = torch.logsumexp(torch.stack(ratios), dim=0) - math.log(num_samples)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 
 from .._checks import (
+    ArgumentTypeError,
     ScoreCheck,
     check_choice,
     check_cond,
@@ -138,7 +139,7 @@ def log_likelihood(
     check_choice("state", state, {"x", "xhat"})
     solver = ProbabilityFlow() if solver is None else solver
     if not isinstance(solver, ProbabilityFlow):
-        raise TypeError(f"solver must be a ProbabilityFlow, got {solver!r}")
+        raise ArgumentTypeError("solver", solver, f"solver must be a ProbabilityFlow, got {solver!r}")
     cond = {k: v.to(x.device) for k, v in check_cond(cond, x.shape[0]).items()}
     score = ScoreCheck(score_fn, cond=cond)
     ode = sde.probability_flow(score)

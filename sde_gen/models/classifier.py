@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._checks import check_choice, check_int, check_real, check_tensor
+from .._checks import ArgumentTypeError, ArgumentValueError, check_choice, check_int, check_real, check_tensor
 from .._utils import batch_broadcast
 from ..sdes.base import check_sde
 from .embeddings import TIME_EMBEDDINGS, check_input_dtype, check_time
@@ -71,7 +71,9 @@ class ConvClassifier(nn.Module):
         check_tensor("x", x)
         expected = (self.in_channels, self.image_size, self.image_size)
         if x.ndim != 4 or tuple(x.shape[1:]) != expected:
-            raise ValueError(f"x must have shape (B, {', '.join(map(str, expected))}), got {tuple(x.shape)}")
+            raise ArgumentValueError(
+                "x", x, f"x must have shape (B, {', '.join(map(str, expected))}), got {tuple(x.shape)}"
+            )
         check_input_dtype(x, self.conv_in.weight)
         emb = F.silu(self.embed(check_time(t, x)))
         h = self.conv_in(x)
@@ -102,16 +104,18 @@ class NoisyClassifier(nn.Module):
     def __init__(self, net: nn.Module, sde, *, sigma_data: float = 1.0, precondition: bool = True):
         super().__init__()
         if not isinstance(net, nn.Module):
-            raise TypeError(
-                f"net must be a torch.nn.Module returning logits (B, K), got {type(net).__name__}"
+            raise ArgumentTypeError(
+                "net", net, f"net must be a torch.nn.Module returning logits (B, K), got {type(net).__name__}"
             )
         self.net = net
         self.sde = check_sde(sde)
         self.sigma_data = check_real("sigma_data", sigma_data)
         if self.sigma_data <= 0:
-            raise ValueError(f"sigma_data must be > 0, got {sigma_data!r}")
+            raise ArgumentValueError("sigma_data", sigma_data, f"sigma_data must be > 0, got {sigma_data!r}")
         if not isinstance(precondition, bool):
-            raise TypeError(f"precondition must be a bool, got {precondition!r}")
+            raise ArgumentTypeError(
+                "precondition", precondition, f"precondition must be a bool, got {precondition!r}"
+            )
         self.precondition = precondition
 
     @property
@@ -148,14 +152,20 @@ class NoisyClassifier(nn.Module):
 def check_class_labels(y, batch: int, num_classes: int) -> torch.Tensor:
     """Labels ``y``: an integer tensor ``(batch,)`` with entries in ``[0, num_classes)`` (no null label)."""
     if not isinstance(y, torch.Tensor):
-        raise TypeError(f"y must be a LongTensor of labels of shape (B,), got {type(y).__name__}")
+        raise ArgumentTypeError(
+            "y", y, f"y must be a LongTensor of labels of shape (B,), got {type(y).__name__}"
+        )
     if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
-        raise TypeError(f"y must hold integer labels (e.g. torch.long), got dtype {y.dtype}")
+        raise ArgumentTypeError("y", y, f"y must hold integer labels (e.g. torch.long), got dtype {y.dtype}")
     if tuple(y.shape) != (batch,):
-        raise ValueError(f"y must have shape (B,) = ({batch},), one label per sample, got {tuple(y.shape)}")
+        raise ArgumentValueError(
+            "y", y, f"y must have shape (B,) = ({batch},), one label per sample, got {tuple(y.shape)}"
+        )
     bad = (y < 0) | (y >= num_classes)
     if bool(bad.any()):
-        raise ValueError(
-            f"y must hold labels in [0, {num_classes - 1}] (K={num_classes}), got {y[bad][:5].tolist()}"
+        raise ArgumentValueError(
+            "y",
+            y,
+            f"y must hold labels in [0, {num_classes - 1}] (K={num_classes}), got {y[bad][:5].tolist()}",
         )
     return y.long()

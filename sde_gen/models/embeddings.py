@@ -7,7 +7,7 @@ import math
 import torch
 from torch import nn
 
-from .._checks import check_choice, check_int, check_positive
+from .._checks import ArgumentTypeError, ArgumentValueError, check_choice, check_int, check_positive
 
 __all__ = [
     "GaussianFourierEmbedding",
@@ -28,21 +28,25 @@ def check_time(t, x: torch.Tensor) -> torch.Tensor:
     """
     if not isinstance(t, torch.Tensor):
         if isinstance(t, bool) or not isinstance(t, (int, float)):
-            raise TypeError(f"t must be a tensor of shape (B,), got {type(t).__name__}")
+            raise ArgumentTypeError("t", t, f"t must be a tensor of shape (B,), got {type(t).__name__}")
         t = torch.tensor(float(t))
     if t.ndim == 0:
         t = t.expand(x.shape[0])
     if t.shape != (x.shape[0],):
-        raise ValueError(f"t must have shape (B,) = ({x.shape[0]},) to match x, got {tuple(t.shape)}")
+        raise ArgumentValueError(
+            "t", t, f"t must have shape (B,) = ({x.shape[0]},) to match x, got {tuple(t.shape)}"
+        )
     return t.to(dtype=x.dtype, device=x.device)
 
 
 def check_input_dtype(x: torch.Tensor, weight: torch.Tensor) -> None:
     """``x`` in the dtype of the network's parameters (``weight``), unless autocast casts for us."""
     if x.dtype != weight.dtype and not torch.is_autocast_enabled(x.device.type):
-        raise TypeError(
+        raise ArgumentTypeError(
+            "x",
+            x,
             f"x has dtype {x.dtype} but the network's parameters are {weight.dtype}: "
-            f"convert one of them (x.to({weight.dtype}) or net.to({x.dtype}))"
+            f"convert one of them (x.to({weight.dtype}) or net.to({x.dtype}))",
         )
 
 
@@ -65,23 +69,31 @@ def check_labels(y, x: torch.Tensor, num_classes: int | None) -> torch.Tensor | 
     """
     if num_classes is None:
         if y is not None:
-            raise TypeError(
-                "y was given, but this network is unconditional (num_classes=None): it takes no labels"
+            raise ArgumentTypeError(
+                "y",
+                y,
+                "y was given, but this network is unconditional (num_classes=None): it takes no labels",
             )
         return None
     if y is None:
         return torch.full((x.shape[0],), num_classes, dtype=torch.long, device=x.device)
     if not isinstance(y, torch.Tensor):
-        raise TypeError(f"y must be a LongTensor of labels of shape (B,), got {type(y).__name__}")
+        raise ArgumentTypeError(
+            "y", y, f"y must be a LongTensor of labels of shape (B,), got {type(y).__name__}"
+        )
     if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
-        raise TypeError(f"y must hold integer labels (e.g. torch.long), got dtype {y.dtype}")
+        raise ArgumentTypeError("y", y, f"y must hold integer labels (e.g. torch.long), got dtype {y.dtype}")
     if tuple(y.shape) != (x.shape[0],):
-        raise ValueError(f"y must have shape (B,) = ({x.shape[0]},) to match x, got {tuple(y.shape)}")
+        raise ArgumentValueError(
+            "y", y, f"y must have shape (B,) = ({x.shape[0]},) to match x, got {tuple(y.shape)}"
+        )
     bad = (y < 0) | (y > num_classes)
     if bool(bad.any()):
-        raise ValueError(
+        raise ArgumentValueError(
+            "y",
+            y,
             f"y must hold labels in [0, {num_classes}] ({num_classes} is the null label; num_classes="
-            f"{num_classes}), got {y[bad][:5].tolist()}"
+            f"{num_classes}), got {y[bad][:5].tolist()}",
         )
     return y.to(device=x.device, dtype=torch.long)
 
@@ -98,11 +110,14 @@ class GaussianFourierEmbedding(nn.Module):
         super().__init__()
         self.dim = check_int("dim", dim, low=2)
         if dim % 2:
-            raise ValueError(f"dim must be even for Fourier features, got {dim}")
+            raise ArgumentValueError("dim", dim, f"dim must be even for Fourier features, got {dim}")
         self.scale = check_positive("scale", scale)
         # A fixed generator: the same architecture always gets the same frequencies.
         gen = torch.Generator().manual_seed(seed)
-        self.register_buffer("W", torch.randn(dim // 2, generator=gen) * self.scale)
+        W = torch.empty(dim // 2)
+        if not W.is_meta:  # a meta build (a model file's checks) draws nothing: free at any size
+            W = torch.randn(dim // 2, generator=gen) * self.scale
+        self.register_buffer("W", W)
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
         arg = 2 * math.pi * t[:, None] * self.W.to(t.dtype)[None, :]
@@ -123,7 +138,7 @@ class SinusoidalEmbedding(nn.Module):
         super().__init__()
         self.dim = check_int("dim", dim, low=4)
         if dim % 2:
-            raise ValueError(f"dim must be even for sinusoidal features, got {dim}")
+            raise ArgumentValueError("dim", dim, f"dim must be even for sinusoidal features, got {dim}")
         self.t_scale = check_positive("t_scale", t_scale)
         self.max_period = check_positive("max_period", max_period)
 

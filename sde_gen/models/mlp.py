@@ -7,7 +7,7 @@ import math
 import torch
 from torch import nn
 
-from .._checks import check_int, check_tensor
+from .._checks import ArgumentValueError, check_int, check_tensor
 from .embeddings import check_input_dtype, check_labels, check_time, label_embedding, make_time_embedding
 
 __all__ = ["MLP"]
@@ -64,7 +64,9 @@ class MLP(nn.Module):
         check_tensor("x", x)
         d = math.prod(x.shape[1:])
         if d != self.dim:
-            raise ValueError(f"x must have {self.dim} entries per sample (dim), got shape {tuple(x.shape)}")
+            raise ArgumentValueError(
+                "x", x, f"x must have {self.dim} entries per sample (dim), got shape {tuple(x.shape)}"
+            )
         check_input_dtype(x, self.out.weight)
         y = check_labels(y, x, self.num_classes)
         e = self.embed(check_time(t, x))

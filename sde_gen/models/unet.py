@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._checks import check_choice, check_int, check_real, check_tensor
+from .._checks import ArgumentTypeError, ArgumentValueError, check_choice, check_int, check_real, check_tensor
 from .embeddings import (
     TIME_EMBEDDINGS,
     check_input_dtype,
@@ -155,29 +155,39 @@ def set_encoder_args(net, image_size, channels, channel_mult, num_res_blocks, at
     net.image_size = check_int("image_size", image_size, low=1)
     net.channels = check_int("channels", channels, low=4)
     if channels % 2:
-        raise ValueError(f"channels must be even (it is the time embedding's size), got {channels}")
+        raise ArgumentValueError(
+            "channels", channels, f"channels must be even (it is the time embedding's size), got {channels}"
+        )
     mult = tuple(channel_mult) if isinstance(channel_mult, Iterable) else None
     if not mult or any(isinstance(m, bool) or not isinstance(m, int) or m < 1 for m in mult):
-        raise ValueError(f"channel_mult must be a non-empty sequence of positive ints, got {channel_mult!r}")
+        raise ArgumentValueError(
+            "channel_mult",
+            channel_mult,
+            f"channel_mult must be a non-empty sequence of positive ints, got {channel_mult!r}",
+        )
     net.channel_mult = mult
     levels = len(mult)
     if image_size % 2 ** (levels - 1):
-        raise ValueError(
+        raise ArgumentValueError(
+            "image_size",
+            image_size,
             f"image_size must be divisible by 2^(len(channel_mult) - 1) = {2 ** (levels - 1)} "
-            f"for {levels} resolutions, got image_size={image_size}"
+            f"for {levels} resolutions, got image_size={image_size}",
         )
     net.num_res_blocks = check_int("num_res_blocks", num_res_blocks, low=1)
     resolutions = [image_size // 2**i for i in range(levels)]
     attn = tuple(attn_resolutions) if isinstance(attn_resolutions, Iterable) else None
     if attn is None or any(r not in resolutions for r in attn):
-        raise ValueError(
+        raise ArgumentValueError(
+            "attn_resolutions",
+            attn_resolutions,
             f"attn_resolutions must be a sequence of resolutions among {resolutions}, "
-            f"got {attn_resolutions!r}"
+            f"got {attn_resolutions!r}",
         )
     net.attn_resolutions = attn
     net.dropout = check_real("dropout", dropout, low=0.0)
     if net.dropout >= 1:
-        raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+        raise ArgumentValueError("dropout", dropout, f"dropout must be in [0, 1), got {dropout!r}")
 
 
 class UNet(nn.Module):
@@ -236,7 +246,7 @@ class UNet(nn.Module):
         resolutions = [image_size // 2**i for i in range(levels)]
         for name, flag in (("resblock_updown", resblock_updown), ("skip_rescale", skip_rescale)):
             if not isinstance(flag, bool):
-                raise TypeError(f"{name} must be a bool, got {flag!r}")
+                raise ArgumentTypeError(name, flag, f"{name} must be a bool, got {flag!r}")
         self.resblock_updown, self.skip_rescale = resblock_updown, skip_rescale
 
         nf, emb_dim = channels, 4 * channels
@@ -287,7 +297,9 @@ class UNet(nn.Module):
         check_tensor("x", x)
         expected = (self.in_channels, self.image_size, self.image_size)
         if x.ndim != 4 or tuple(x.shape[1:]) != expected:
-            raise ValueError(f"x must have shape (B, {', '.join(map(str, expected))}), got {tuple(x.shape)}")
+            raise ArgumentValueError(
+                "x", x, f"x must have shape (B, {', '.join(map(str, expected))}), got {tuple(x.shape)}"
+            )
         check_input_dtype(x, self.conv_in.weight)
         y = check_labels(y, x, self.num_classes)
         emb = self.embed(check_time(t, x))

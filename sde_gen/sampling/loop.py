@@ -101,11 +101,14 @@ def sample(
     if keyed:
         generator.draw = 1  # draw 0 is the prior's, whether or not x_T is given
     score = ScoreCheck(score_fn, cond={k: v.to(x.device) for k, v in cond.items()})
+    grid = solver.grid(sde, sde.T, eps) if hasattr(solver, "grid") else None
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=getattr(solver, "steps", None), desc="sample", dynamic_ncols=True)
+        # one update per callback, i.e. per step of the grid (Heun's steps are score evaluations)
+        total = None if grid is None else grid.numel() - 1
+        bar = tqdm(total=total, desc="sample", dynamic_ncols=True)
         user_callback = callback
 
         def callback(info):
@@ -125,7 +128,6 @@ def sample(
     check_finite("sample", x)
     if not return_result:
         return x
-    grid = solver.grid(sde, sde.T, eps) if hasattr(solver, "grid") else None
     return SampleResult(x, score.nfe, grid)
 
 

@@ -191,6 +191,13 @@ class KeyedNoise:
         """A copy at draw 0 (what :func:`sde_gen.sample` uses, leaving this one untouched)."""
         return KeyedNoise(self.seed, self.offset)
 
+    def at(self, draw: int) -> KeyedNoise:
+        """A copy whose next draw is ``draw`` (what a solver's ``step`` uses, leaving this one
+        untouched)."""
+        out = KeyedNoise(self.seed, self.offset)
+        out.draw = check_int("draw", draw, low=0)
+        return out
+
     def _row_keys(self, batch: int, draw: int, device) -> torch.Tensor:
         """The int64 keys ``h(h(h(seed) ^ index) ^ h(draw))`` of rows ``0..batch-1``, shape ``(batch,)``."""
         check_int("draw", draw, low=0)

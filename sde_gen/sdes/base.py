@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .._checks import check_positive, check_real
+from .._checks import ArgumentTypeError, ArgumentValueError, check_positive, check_real
 from .._utils import batch_broadcast, flat_dim
 from .reverse import ProbabilityFlowODE, ReverseSDE
 
@@ -37,6 +37,12 @@ class KernelCoefficients:
     scale: torch.Tensor
     shift: torch.Tensor
     std: torch.Tensor
+
+    def tweedie(self, x: torch.Tensor, score: torch.Tensor) -> torch.Tensor:
+        """Tweedie's formula, ``E[x_0 | x_t = x] = (x - shift + std^2 score) / scale``, with
+        ``score`` the score of p_t at ``x`` (shaped like ``x``) and this kernel at ``t``. The one
+        place the formula is written; :meth:`SDE.tweedie` and every sampler call it."""
+        return (x - self.shift + batch_broadcast(self.std**2, x) * score) / self.scale
 
 
 class SDE(abc.ABC):
@@ -93,9 +99,8 @@ class SDE(abc.ABC):
         return transition_between(self.kernel(s, like), self.kernel(t, like))
 
     def tweedie(self, x: torch.Tensor, t: torch.Tensor, score: torch.Tensor) -> torch.Tensor:
-        """E[x_0 | x_t = x] by Tweedie's formula: ``(x - shift + std^2 score) / scale``."""
-        k = self.kernel(t, x)
-        return (x - k.shift + batch_broadcast(k.std**2, x) * score) / k.scale
+        """E[x_0 | x_t = x] by Tweedie's formula (:meth:`KernelCoefficients.tweedie`)."""
+        return self.kernel(t, x).tweedie(x, score)
 
     # -- noise levels: every Gaussian-kernel SDE is a rescaled VE process -------------------------
 
@@ -162,7 +167,9 @@ class SDE(abc.ABC):
 def check_sde(sde) -> SDE:
     """``sde`` itself if it is an :class:`SDE`; a ``TypeError`` that names it otherwise."""
     if not isinstance(sde, SDE):
-        raise TypeError(f"sde must be an instance of sde_gen.SDE, got {type(sde).__name__}")
+        raise ArgumentTypeError(
+            "sde", sde, f"sde must be an instance of sde_gen.SDE, got {type(sde).__name__}"
+        )
     return sde
 
 
@@ -177,8 +184,10 @@ def transition_between(ks: KernelCoefficients, kt: KernelCoefficients):
 def _gaussian_prior_sample(std: float, shape, generator, dtype, device) -> torch.Tensor:
     shape = check_shape(shape)
     if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
-        raise TypeError(
-            f"dtype must be a floating-point torch.dtype (e.g. torch.float32) or None, got {dtype!r}"
+        raise ArgumentTypeError(
+            "dtype",
+            dtype,
+            f"dtype must be a floating-point torch.dtype (e.g. torch.float32) or None, got {dtype!r}",
         )
     return std * torch.randn(shape, generator=generator, dtype=dtype, device=device)
 
@@ -195,9 +204,13 @@ def check_shape(shape) -> tuple[int, ...]:
     try:
         shape = tuple(shape)
     except TypeError:
-        raise TypeError(f"shape must be a tuple of ints (B, ...), got {shape!r}") from None
+        raise ArgumentTypeError(
+            "shape", shape, f"shape must be a tuple of ints (B, ...), got {shape!r}"
+        ) from None
     if len(shape) == 0 or not all(isinstance(s, int) and s > 0 for s in shape):
-        raise ValueError(f"shape must be a non-empty tuple of positive ints (B, ...), got {shape!r}")
+        raise ArgumentValueError(
+            "shape", shape, f"shape must be a non-empty tuple of positive ints (B, ...), got {shape!r}"
+        )
     return shape
 
 
@@ -220,11 +233,15 @@ class _BetaSchedule:
         self.beta_min = check_real("beta_min", beta_min, low=0.0)
         self.beta_max = check_real("beta_max", beta_max, low=0.0)
         if self.beta_max < self.beta_min:
-            raise ValueError(
-                f"beta_max must be >= beta_min, got beta_min={beta_min!r}, beta_max={beta_max!r}"
+            raise ArgumentValueError(
+                "beta_max",
+                beta_max,
+                f"beta_max must be >= beta_min, got beta_min={beta_min!r}, beta_max={beta_max!r}",
             )
         if self.beta_max <= 0.0:
-            raise ValueError(f"beta_max must be > 0 (beta = 0 is no diffusion), got {beta_max!r}")
+            raise ArgumentValueError(
+                "beta_max", beta_max, f"beta_max must be > 0 (beta = 0 is no diffusion), got {beta_max!r}"
+            )
 
     def beta(self, t: torch.Tensor) -> torch.Tensor:
         return self.beta_min + t * (self.beta_max - self.beta_min)
@@ -310,8 +327,10 @@ class VESDE(GaussianPriorMixin, SDE):
         self.sigma_min = check_positive("sigma_min", sigma_min)
         self.sigma_max = check_positive("sigma_max", sigma_max)
         if self.sigma_max <= self.sigma_min:
-            raise ValueError(
-                f"sigma_max must be > sigma_min, got sigma_min={sigma_min!r}, sigma_max={sigma_max!r}"
+            raise ArgumentValueError(
+                "sigma_max",
+                sigma_max,
+                f"sigma_max must be > sigma_min, got sigma_min={sigma_min!r}, sigma_max={sigma_max!r}",
             )
         self._log_ratio = math.log(self.sigma_max / self.sigma_min)
 
@@ -335,4 +354,3 @@ class VESDE(GaussianPriorMixin, SDE):
 
     def t_from_sigma_hat(self, sigma):
         return self.T * torch.log1p((torch.as_tensor(sigma) / self.sigma_min) ** 2) / (2.0 * self._log_ratio)
-

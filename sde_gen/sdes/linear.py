@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from .._checks import check_int, check_positive, check_real
+from .._checks import ArgumentValueError, check_int, check_positive, check_real
 from .._utils import batch_broadcast
 from .base import SDE, GaussianPriorMixin
 
@@ -86,7 +86,7 @@ def _tabulate_kernel(a, g, T: float, grid: int):
     """Knots on [0, T] (plus a margin beyond T for adaptive ODE probes) with ``log alpha``,
     ``v = int_0^t g^2 exp(-2 log alpha)`` and their exact derivatives, in float64."""
     if grid < 16:
-        raise ValueError(f"grid must be >= 16, got {grid!r}")
+        raise ArgumentValueError("grid", grid, f"grid must be >= 16, got {grid!r}")
     nodes, weights = _gauss_legendre(8)
     h = T / grid
     knots = torch.arange(0, grid + grid // 8 + 1, dtype=torch.float64) * h

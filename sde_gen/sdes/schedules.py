@@ -14,7 +14,7 @@ import math
 
 import torch
 
-from .._checks import check_positive, check_real
+from .._checks import ArgumentValueError, check_positive, check_real
 from .._utils import batch_broadcast
 from .base import SDE, GaussianPriorMixin
 
@@ -53,17 +53,21 @@ class CosineVPSDE(GaussianPriorMixin, SDE):
         self._c0 = math.cos(self._phi0)
         beta0 = math.pi / (1.0 + self.s) * math.tan(self._phi0)
         if self.beta_max <= beta0:
-            raise ValueError(
+            raise ArgumentValueError(
+                "beta_max",
+                beta_max,
                 f"beta_max must be > beta(0) = {beta0:.6g} (the cosine schedule's beta at t = 0 for "
-                f"s={self.s!r}), got {beta_max!r}"
+                f"s={self.s!r}), got {beta_max!r}",
             )
         t_max = (1.0 + self.s) / _HALF_PI * math.atan(self.beta_max * (1.0 + self.s) / math.pi) - self.s
         if T is None:
             T = t_max
         elif check_positive("T", T) > t_max * (1.0 + 1e-12):
-            raise ValueError(
+            raise ArgumentValueError(
+                "T",
+                T,
                 f"T must be <= {t_max!r}, the time where beta(t) reaches beta_max={self.beta_max!r} "
-                f"(beta is infinite at t = 1), got {T!r}"
+                f"(beta is infinite at t = 1), got {T!r}",
             )
         super().__init__(min(float(T), t_max))
 

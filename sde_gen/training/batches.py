@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import torch
 
-from .._checks import check_int, check_tensor
+from .._checks import ArgumentTypeError, ArgumentValueError, check_callable, check_int, check_tensor
 
 __all__ = ["Batches"]
 
@@ -46,13 +46,21 @@ class Batches:
         labels: torch.Tensor | None = None,
     ):
         if not isinstance(data, torch.Tensor):
-            raise TypeError(f"data must be a torch.Tensor of shape (N, ...), got {type(data).__name__}")
+            raise ArgumentTypeError(
+                "data", data, f"data must be a torch.Tensor of shape (N, ...), got {type(data).__name__}"
+            )
         if data.ndim < 1 or data.shape[0] == 0:
-            raise ValueError(f"data must have shape (N, ...) with N >= 1, got {tuple(data.shape)}")
+            raise ArgumentValueError(
+                "data", data, f"data must have shape (N, ...) with N >= 1, got {tuple(data.shape)}"
+            )
         if data.is_complex():
-            raise TypeError(f"data must be real (floats or integer levels), got dtype {data.dtype}")
+            raise ArgumentTypeError(
+                "data", data, f"data must be real (floats or integer levels), got dtype {data.dtype}"
+            )
         if data[0].numel() == 0:
-            raise ValueError(f"data items must hold at least one value, got shape {tuple(data.shape)}")
+            raise ArgumentValueError(
+                "data", data, f"data items must hold at least one value, got shape {tuple(data.shape)}"
+            )
         n = data.shape[0]
         if data.is_floating_point():
             _check_finite(check_tensor("data", data))
@@ -62,15 +70,13 @@ class Batches:
             batch_size = min(DEFAULT_BATCH_SIZE, n)
         self.batch_size = check_int("batch_size", batch_size, low=1)
         if self.batch_size > n:
-            raise ValueError(
+            raise ArgumentValueError(
+                "batch_size",
+                batch_size,
                 f"batch_size must be <= {n}, the number of items in data (a larger batch would repeat "
-                f"items), got {self.batch_size}"
+                f"items), got {self.batch_size}",
             )
-        if transform is not None and not callable(transform):
-            raise TypeError(
-                f"transform must be callable as transform(batch, generator), got {type(transform).__name__}"
-            )
-        self.transform = transform
+        self.transform = transform and check_callable("transform", transform, "transform(batch, generator)")
         self.seed = check_int("seed", seed, low=0)
         self.generator = torch.Generator().manual_seed(self.seed)
         self.perm = torch.randperm(n, generator=self.generator)
@@ -162,15 +168,25 @@ class Batches:
 def _check_labels(labels, n: int) -> torch.Tensor:
     """``labels``: an integer tensor ``(n,)`` of non-negative class labels, returned as int64."""
     if not isinstance(labels, torch.Tensor):
-        raise TypeError(f"labels must be a torch.Tensor of shape (N,), got {type(labels).__name__}")
+        raise ArgumentTypeError(
+            "labels", labels, f"labels must be a torch.Tensor of shape (N,), got {type(labels).__name__}"
+        )
     if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
-        raise TypeError(f"labels must hold integer class labels (e.g. torch.long), got dtype {labels.dtype}")
+        raise ArgumentTypeError(
+            "labels",
+            labels,
+            f"labels must hold integer class labels (e.g. torch.long), got dtype {labels.dtype}",
+        )
     if tuple(labels.shape) != (n,):
-        raise ValueError(
-            f"labels must have shape (N,) = ({n},), one per item of data, got {tuple(labels.shape)}"
+        raise ArgumentValueError(
+            "labels",
+            labels,
+            f"labels must have shape (N,) = ({n},), one per item of data, got {tuple(labels.shape)}",
         )
     if bool((labels < 0).any()):
-        raise ValueError(f"labels must be >= 0 (class indices), got {labels[labels < 0][:5].tolist()}")
+        raise ArgumentValueError(
+            "labels", labels, f"labels must be >= 0 (class indices), got {labels[labels < 0][:5].tolist()}"
+        )
     return labels.to(torch.long)
 
 
@@ -188,7 +204,9 @@ def _check_finite(data: torch.Tensor, chunk: int = 1 << 22) -> None:
     if bad:
         idx = torch.cat(bad)
         first = idx[:10].tolist()
-        raise ValueError(
+        raise ArgumentValueError(
+            "data",
+            data,
             f"data must be finite: {idx.numel()} of its {n} items hold NaN or Inf (indices "
-            f"{first}{' ...' if idx.numel() > 10 else ''}); remove or repair them before training"
+            f"{first}{' ...' if idx.numel() > 10 else ''}); remove or repair them before training",
         )

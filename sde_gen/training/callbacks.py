@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .._checks import check_int
+from .._checks import ArgumentTypeError, check_int
 
 if TYPE_CHECKING:
     from .trainer import Trainer
@@ -90,7 +90,11 @@ class PeriodicEval(Callback):
 
     def __init__(self, eval_fn: Callable, every: int):
         if not callable(eval_fn):
-            raise TypeError(f"eval_fn must be callable as eval_fn(trainer), got {type(eval_fn).__name__}")
+            raise ArgumentTypeError(
+                "eval_fn",
+                eval_fn,
+                f"eval_fn must be callable as eval_fn(trainer), got {type(eval_fn).__name__}",
+            )
         self.eval_fn, self.every = eval_fn, check_int("every", every, low=1)
 
     def on_step(self, trainer, metrics: dict) -> None:

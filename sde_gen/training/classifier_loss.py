@@ -18,7 +18,7 @@ from typing import NamedTuple
 
 import torch
 
-from .._checks import check_int, check_tensor
+from .._checks import ArgumentTypeError, ArgumentValueError, check_int, check_tensor
 from .._utils import batch_broadcast
 from ..models.classifier import NoisyClassifier, check_class_labels
 from ..sdes.base import check_sde
@@ -63,7 +63,11 @@ class ClassifierLoss:
         """``-log p(y | x_t, t)`` ``(B,)`` for data ``x`` ``(B, ...)`` with labels ``y`` ``(B,)``;
         ``draws`` (from :meth:`draw`) fixes the times and noise, then ``generator`` is not used."""
         if not callable(model):
-            raise TypeError(f"model must be callable as model(x_t, t) -> logits, got {type(model).__name__}")
+            raise ArgumentTypeError(
+                "model",
+                model,
+                f"model must be callable as model(x_t, t) -> logits, got {type(model).__name__}",
+            )
         x = check_tensor("x", x)
         if y is None:
             raise ValueError(
@@ -75,7 +79,9 @@ class ClassifierLoss:
         logits = model(x_t, draws.t)
         if not isinstance(logits, torch.Tensor) or logits.ndim != 2 or logits.shape[0] != x.shape[0]:
             got = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
-            raise ValueError(f"model must return logits of shape (B, K) = ({x.shape[0]}, K), got {got}")
+            raise ArgumentValueError(
+                "model", model, f"model must return logits of shape (B, K) = ({x.shape[0]}, K), got {got}"
+            )
         y = check_class_labels(y, x.shape[0], logits.shape[1]).to(logits.device)
         loss = torch.nn.functional.cross_entropy(logits, y, reduction="none")
         return loss if draws.inv_p is None else loss * draws.inv_p
@@ -119,15 +125,24 @@ def classifier_accuracy(
     elif callable(classifier):
         K = check_int("num_classes", num_classes, low=2) if num_classes is not None else None
         if K is None:
-            raise ValueError("num_classes is needed when classifier is a log_prob_fn(x, t, y)")
+            raise ArgumentValueError(
+                "num_classes", num_classes, "num_classes is needed when classifier is a log_prob_fn(x, t, y)"
+            )
     else:
-        raise TypeError(
-            f"classifier must be a NoisyClassifier or a log_prob_fn(x, t, y), got {type(classifier).__name__}"
+        raise ArgumentTypeError(
+            "classifier",
+            classifier,
+            "classifier must be a NoisyClassifier or a log_prob_fn(x, t, y), got "
+            f"{type(classifier).__name__}",
         )
     batch_size = check_int("batch_size", batch_size, low=1)
     times = torch.as_tensor(times, dtype=torch.float64).reshape(-1)
     if times.numel() == 0 or not bool(((times > 0) & (times <= sde.T)).all()):
-        raise ValueError(f"times must be a non-empty sequence in (0, T] = (0, {sde.T}], got {times.tolist()}")
+        raise ArgumentValueError(
+            "times",
+            times,
+            f"times must be a non-empty sequence in (0, T] = (0, {sde.T}], got {times.tolist()}",
+        )
     y = check_class_labels(y, x.shape[0], K).to(x.device)
     z = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
     acc = []

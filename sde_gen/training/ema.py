@@ -8,7 +8,7 @@ import copy
 import torch
 from torch import nn
 
-from .._checks import check_real
+from .._checks import ArgumentValueError, check_real
 
 __all__ = ["EMA"]
 
@@ -31,7 +31,7 @@ class EMA:
     def __init__(self, model: nn.Module, decay: float = 0.999, *, warmup: bool = True):
         decay = check_real("decay", decay)
         if not 0.0 <= decay < 1.0:
-            raise ValueError(f"decay must be in [0, 1), got {decay!r}")
+            raise ArgumentValueError("decay", decay, f"decay must be in [0, 1), got {decay!r}")
         self.decay = decay
         self.warmup = bool(warmup)
         self.num_updates = 0

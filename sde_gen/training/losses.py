@@ -28,6 +28,8 @@ from typing import NamedTuple
 import torch
 
 from .._checks import (
+    ArgumentTypeError,
+    ArgumentValueError,
     check_choice,
     check_eps,
     check_int,
@@ -189,32 +191,42 @@ class DSMLoss:
         self.sde = check_sde(sde)
         self.p_uncond = check_real("p_uncond", p_uncond, low=0.0)
         if self.p_uncond > 1:
-            raise ValueError(f"p_uncond must be in [0, 1], got {p_uncond!r}")
+            raise ArgumentValueError("p_uncond", p_uncond, f"p_uncond must be in [0, 1], got {p_uncond!r}")
         self.null_label = None if null_label is None else check_int("null_label", null_label, low=0)
         if self.p_uncond > 0 and self.null_label is None:
-            raise ValueError(
-                f"p_uncond={p_uncond} > 0 needs null_label, the null label K of a network with K classes"
+            raise ArgumentValueError(
+                "p_uncond",
+                p_uncond,
+                f"p_uncond={p_uncond} > 0 needs null_label, the null label K of a network with K classes",
             )
         if isinstance(weighting, str) or not callable(weighting):
             check_choice("weighting", weighting, set(WEIGHTINGS))
         self.weighting = weighting
         self._weight = WEIGHTINGS[weighting] if isinstance(weighting, str) else weighting
         if not isinstance(importance_sampling, bool):
-            raise TypeError(f"importance_sampling must be a bool, got {importance_sampling!r}")
+            raise ArgumentTypeError(
+                "importance_sampling",
+                importance_sampling,
+                f"importance_sampling must be a bool, got {importance_sampling!r}",
+            )
         if time_sampler is not None:
             if importance_sampling:
                 raise ValueError("pass importance_sampling=True or a time_sampler, not both")
             if not (hasattr(time_sampler, "sample") and hasattr(time_sampler, "eps")):
-                raise TypeError(
+                raise ArgumentTypeError(
+                    "time_sampler",
+                    time_sampler,
                     f"time_sampler must have eps and sample(n, generator=, dtype=, device=), got "
-                    f"{type(time_sampler).__name__}"
+                    f"{type(time_sampler).__name__}",
                 )
             self.eps = check_eps(time_sampler.eps, sde.T)
         else:
             self.eps = check_eps(eps, sde.T)
             if importance_sampling and weighting != "likelihood":
-                raise ValueError(
-                    f"importance_sampling=True needs weighting='likelihood', got weighting={weighting!r}"
+                raise ArgumentValueError(
+                    "importance_sampling",
+                    importance_sampling,
+                    f"importance_sampling=True needs weighting='likelihood', got weighting={weighting!r}",
                 )
             time_sampler = (
                 ImportanceSampler(sde, self.eps) if importance_sampling else UniformTime(sde, self.eps)
@@ -246,9 +258,11 @@ class DSMLoss:
         if draws is None:
             return self.draw(x, generator)
         if draws.z.shape != x.shape or draws.t.shape != x.shape[:1]:
-            raise ValueError(
+            raise ArgumentValueError(
+                "draws",
+                draws,
                 f"draws do not fit x of shape {tuple(x.shape)}: "
-                f"t {tuple(draws.t.shape)}, z {tuple(draws.z.shape)}"
+                f"t {tuple(draws.t.shape)}, z {tuple(draws.z.shape)}",
             )
         return draws
 
@@ -341,14 +355,22 @@ def dsm_loss(
     check_choice("reduction", reduction, {"none", "mean", "sum"})
     if importance_sampler is not None:
         if weighting != "likelihood":
-            raise ValueError(
-                f"importance_sampler goes with weighting='likelihood', got weighting={weighting!r}"
+            raise ArgumentValueError(
+                "importance_sampler",
+                importance_sampler,
+                f"importance_sampler goes with weighting='likelihood', got weighting={weighting!r}",
             )
         if abs(importance_sampler.eps - eps) > 1e-12 * max(eps, 1.0):
-            raise ValueError(f"importance_sampler was built for eps={importance_sampler.eps}, but eps={eps}")
+            raise ArgumentValueError(
+                "importance_sampler",
+                importance_sampler,
+                f"importance_sampler was built for eps={importance_sampler.eps}, but eps={eps}",
+            )
     loss_fn = DSMLoss(sde, weighting, time_sampler=importance_sampler, eps=eps)
     if draws is not None and (draws.inv_p is not None) != (importance_sampler is not None):
-        raise ValueError("draws must come from draw_dsm with the same importance_sampler as dsm_loss")
+        raise ArgumentValueError(
+            "draws", draws, "draws must come from draw_dsm with the same importance_sampler as dsm_loss"
+        )
     loss = loss_fn(score_fn, x, generator=generator, draws=draws)
     if reduction == "mean":
         return loss.mean()

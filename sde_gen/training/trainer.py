@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from .. import distributed as dist
-from .._checks import check_int, check_positive
+from .._checks import ArgumentTypeError, ArgumentValueError, check_callable, check_int, check_positive
 from ..files.checkpoint import MAX_STEPS, CheckpointError, Checkpoints, read_checkpoint, save_atomic
 from ..sdes.base import SDE
 from .batches import Batches
@@ -87,15 +87,13 @@ class Trainer:
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         self.model = model
         if isinstance(loss_fn, SDE):  # Trainer(model, sde, data) of sde_gen 0.1 (CHANGELOG.md)
-            raise TypeError(
+            raise ArgumentTypeError(
+                "loss_fn",
+                loss_fn,
                 f"loss_fn must be a loss, got the SDE {type(loss_fn).__name__}: since sde_gen 0.2 the "
-                "trainer takes Trainer(model, loss_fn, data, optimizer), e.g. loss_fn=sg.DSMLoss(sde)"
+                "trainer takes Trainer(model, loss_fn, data, optimizer), e.g. loss_fn=sg.DSMLoss(sde)",
             )
-        if not callable(loss_fn):
-            raise TypeError(
-                f"loss_fn must be callable as loss_fn(model, batch), got {type(loss_fn).__name__}"
-            )
-        self.loss_fn = loss_fn
+        self.loss_fn = check_callable("loss_fn", loss_fn, "loss_fn(model, batch)")
         self.data = data if isinstance(data, Batches) else Batches(data)
         self.rank, self.world_size = dist.get_rank(), dist.get_world_size()
         if self.data.batch_size % self.world_size:
@@ -110,17 +108,15 @@ class Trainer:
         self._shard = slice(*dist.shard_range(self.data.batch_size))
         self.optimizer = self._build_optimizer(optimizer)
         self._base_lrs = [group["lr"] for group in self.optimizer.param_groups]
-        if lr_schedule is not None and not callable(lr_schedule):
-            raise TypeError(
-                f"lr_schedule must be callable as lr_schedule(step), got {type(lr_schedule).__name__}"
-            )
-        self.lr_schedule = lr_schedule
+        self.lr_schedule = lr_schedule and check_callable("lr_schedule", lr_schedule, "lr_schedule(step)")
         self.ema = EMA(model, ema) if ema is not None and not isinstance(ema, EMA) else ema
         self.grad_clip = None if grad_clip is None else check_positive("grad_clip", grad_clip)
         self.accumulate = check_int("accumulate", accumulate, low=1)
         if checkpoints is not None and not isinstance(checkpoints, Checkpoints):
-            raise TypeError(
-                f"checkpoints must be a sde_gen.Checkpoints or None, got {type(checkpoints).__name__}"
+            raise ArgumentTypeError(
+                "checkpoints",
+                checkpoints,
+                f"checkpoints must be a sde_gen.Checkpoints or None, got {type(checkpoints).__name__}",
             )
         self.checkpoints = checkpoints
         self.nonfinite = nonfinite if isinstance(nonfinite, NonFinite) else NonFinite(nonfinite)
@@ -155,20 +151,26 @@ class Trainer:
             return torch.optim.Adam(params, lr=2e-4)
         if not isinstance(optimizer, torch.optim.Optimizer):
             if not callable(optimizer):
-                raise TypeError(
+                raise ArgumentTypeError(
+                    "optimizer",
+                    optimizer,
                     f"optimizer must be a torch.optim.Optimizer or a callable optimizer(params), got "
-                    f"{type(optimizer).__name__}"
+                    f"{type(optimizer).__name__}",
                 )
             optimizer = optimizer(params)
             if not isinstance(optimizer, torch.optim.Optimizer):
-                raise TypeError(
-                    f"optimizer(params) must return a torch.optim.Optimizer, got {type(optimizer).__name__}"
+                raise ArgumentTypeError(
+                    "optimizer",
+                    optimizer,
+                    f"optimizer(params) must return a torch.optim.Optimizer, got {type(optimizer).__name__}",
                 )
         ours = {id(p) for p in params}
         theirs = {id(p) for group in optimizer.param_groups for p in group["params"]}
         if theirs != ours:
-            raise ValueError(
-                "optimizer must optimise exactly the model's parameters (build it on model.parameters())"
+            raise ArgumentValueError(
+                "optimizer",
+                optimizer,
+                "optimizer must optimise exactly the model's parameters (build it on model.parameters())",
             )
         return optimizer
 

@@ -15,8 +15,8 @@ import pytest
 import torch
 
 import sde_gen as sg
-from sde_gen import bpd as B
 from sde_gen import data as D
+from sde_gen.likelihood import bpd as B
 
 # -- vector data ------------------------------------------------------------------------------------
 
@@ -324,21 +324,6 @@ def test_bits_per_dim_uses_the_library_convention():
     t = D.LevelTransform(17, low=0.0, high=1.0)
     lp = torch.tensor([-10.0, 3.0], dtype=torch.float64)
     torch.testing.assert_close(t.bits_per_dim(lp, 64), sg.bits_per_dim(lp, 64, levels=17, low=0.0, high=1.0))
-
-
-def test_bits_per_dim_old_import_paths_still_work():
-    """Bits/dim moved to sde_gen.bpd; the old homes re-export the very same functions."""
-    from sde_gen.data.transforms import check_level_data, dequantized_bpd, dequantized_bpd_per_image
-    from sde_gen.evaluation import evaluate_bpd
-    from sde_gen.likelihood.probability_flow import bits_per_dim
-
-    assert bits_per_dim is B.bits_per_dim is sg.bits_per_dim
-    assert dequantized_bpd is B.dequantized_bpd is D.dequantized_bpd is sg.dequantized_bpd
-    assert dequantized_bpd_per_image is B.dequantized_bpd_per_image
-    assert check_level_data is B.check_level_data
-    assert evaluate_bpd is B.evaluate_bpd is sg.evaluate_bpd
-    with pytest.raises(AttributeError, match="has no attribute 'nothing'"):
-        D.transforms.nothing  # noqa: B018
 
 
 @pytest.mark.parametrize("levels, low, high", [(256, -1.0, 1.0), (17, 0.0, 1.0)])

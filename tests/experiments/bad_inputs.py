@@ -844,7 +844,7 @@ def _cases() -> list[Case]:
             "likelihood",
             "sg.log_likelihood(sde, score, x, solver=solver)",
             TypeError,
-            r"^solver must be a ProbabilityFlow, got EulerMaruyama\(schedule='time_uniform', steps=2\)",
+            r"^solver must be a ProbabilityFlow, got EulerMaruyama\(steps=2, schedule='time_uniform'\)",
         ),
         api(
             "loglik-num-probes-zero",
@@ -1024,9 +1024,9 @@ def _cases() -> list[Case]:
             '(torch.save({"sde": sde}, tmp / "old.pt"), '
             'sg.Trainer(net, sg.DSMLoss(sde), data).load_checkpoint(tmp / "old.pt"))',
             CheckpointError,
-            r"^checkpoint <tmp>/old\.pt cannot be read safely: it refers to sde_gen\.sde\.VPSDE, .*"
+            r"^checkpoint <tmp>/old\.pt cannot be read safely: it refers to sde_gen\.sdes\.base\.VPSDE, .*"
             r"sde_gen never unpickles code from a file"
-            r".*python -m sde_gen\.convert_checkpoint <tmp>/old\.pt NEW\.pt",
+            r".*python -m sde_gen\.files\.convert <tmp>/old\.pt NEW\.pt",
         ),
         api(
             "model-file-of-own-sde",

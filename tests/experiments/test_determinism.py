@@ -13,8 +13,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from cli import TINY
 from hydra import compose, initialize_config_dir
 from problems import mixture_2d
+from solver_registry import CASES
 
 import sde_gen as sg
 
@@ -52,16 +54,9 @@ def twice(fn, seed: int):
 
 # -- the library -----------------------------------------------------------------------------------
 
-SOLVERS = {
-    "euler_maruyama": lambda: sg.EulerMaruyama(steps=20),
-    "pc_langevin": lambda: sg.PredictorCorrector(
-        steps=10, predictor="reverse_diffusion", corrector="langevin"
-    ),
-    "pc_em_langevin": lambda: sg.PredictorCorrector(
-        steps=10, predictor="euler_maruyama", corrector="langevin"
-    ),
-    "probability_flow": lambda: sg.ProbabilityFlow(rtol=1e-4, atol=1e-4),
-}
+#: every stepping solver of the registry (tests/solver_registry.py), and the probability flow
+SOLVERS = {c.name: (lambda c=c: c.make(4)) for c in CASES}
+SOLVERS["probability_flow"] = lambda: sg.ProbabilityFlow(rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("sde_name", ["vp", "ve"])
@@ -151,16 +146,9 @@ TINY_DIGITS = [
     "experiment=digits_quick",
     "solver=pc",
     "solver.steps=3",
-    "train.steps=3",
-    "train.warmup=0",
-    "train.ckpt_every=2",
+    *(o for o in TINY if not o.startswith(("sample.num=", "likelihood.n="))),
     "sample.num=8",
     "likelihood.n=3",
-    "likelihood.rtol=1e-3",
-    "likelihood.atol=1e-3",
-    "logger=none",
-    "progress=false",
-    "threads=1",
 ]
 
 

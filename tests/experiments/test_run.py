@@ -15,39 +15,21 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from cli import CONF, TINY, cfg_of
 from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 import sde_gen as sg
-from experiments import logging_callbacks
 from experiments import run as run_script
 
 ROOT = Path(__file__).resolve().parents[2]
 
 torch.set_num_threads(1)
 
-CONF = str(ROOT / "conf")
-TINY = [
-    "train.steps=3",
-    "train.warmup=0",
-    "train.ckpt_every=2",
-    "sample.num=16",
-    "likelihood.n=4",
-    "likelihood.rtol=1e-3",
-    "likelihood.atol=1e-3",
-    "logger=none",
-    "progress=false",
-    "threads=1",
-]
 METRIC_KEYS_VECTOR = ("test_nll_nats", "test_nll_nats_se", "likelihood_nfe", "sample_nfe")
 TIME_KEYS = ("train_seconds", "sample_seconds")
-
-
-def cfg_of(*overrides):
-    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        return compose("config", overrides=list(overrides))
 
 
 def env(tmp_path):
@@ -154,7 +136,7 @@ def test_digits_images_bits_per_dim_and_grid(tmp_path):
         assert math.isfinite(metrics[key]) and math.isfinite(metrics[f"{key}_reference"]), key
     assert 0 < metrics["fd_reference"] < metrics["fd"]
     assert metrics["precision_reference"] > 0.5 and metrics["classifier_test_accuracy"] > 0.95
-    assert torch.load(tmp_path / "samples.pt").shape[0] == 300  # as many as the held-out set
+    assert torch.load(tmp_path / "samples.pt").shape[0] == cfg.metrics.num == 100  # the preset's scored draw
     grid = matplotlib.image.imread(tmp_path / "samples.png")
     # 16 images of 8x8 in a 4x4 grid with 1-pixel white pads: 37x37, possibly enlarged k times.
     k = grid.shape[0] // 37
@@ -416,13 +398,13 @@ def test_multirun_of_two_members_ends_with_a_comparison_table(tmp_path):
 def test_wandb_mode_is_offline_unless_configured(monkeypatch):
     monkeypatch.delenv("WANDB_MODE", raising=False)
     monkeypatch.delenv("WANDB_SWEEP_ID", raising=False)
-    assert logging_callbacks.wandb_mode(None) == "offline"
-    assert logging_callbacks.wandb_mode("disabled") == "disabled"
+    assert sg.WandbLogger.mode_for(None) == "offline"
+    assert sg.WandbLogger.mode_for("disabled") == "disabled"
     monkeypatch.setenv("WANDB_MODE", "online")
-    assert logging_callbacks.wandb_mode(None) == "online"
+    assert sg.WandbLogger.mode_for(None) == "online"
     monkeypatch.delenv("WANDB_MODE")
     monkeypatch.setenv("WANDB_SWEEP_ID", "abc")  # inside `wandb agent`
-    assert logging_callbacks.wandb_mode(None) == "online"
+    assert sg.WandbLogger.mode_for(None) == "online"
 
 
 def test_multirun_members_are_grouped_and_tagged_by_their_overrides():

@@ -2,7 +2,7 @@
 
 Every checkpoint is read with ``torch.load(weights_only=True)``. A file carrying a pickle that runs
 code is refused through every way in (``load_checkpoint``, ``resume``, ``run.py ckpt=``) and its
-code never runs; a trusted old file is converted once with ``python -m sde_gen.convert_checkpoint``
+code never runs; a trusted old file is converted once with ``python -m sde_gen.files.convert``
 into one that loads safely and resumes bit-identically.
 """
 
@@ -21,7 +21,7 @@ import pytest
 import torch
 
 import sde_gen as sg
-from sde_gen import convert_checkpoint as cc
+from sde_gen.files import convert as cc
 from sde_gen.files.checkpoint import TRAINER_KEYS, UnsafeCheckpointError, read_checkpoint
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -133,7 +133,7 @@ def test_load_checkpoint_refuses_a_code_running_pickle_and_runs_nothing(evil):
         trainer.load_checkpoint(path)
     assert isinstance(info.value, UnsafeCheckpointError)
     msg = str(info.value)
-    assert str(path) in msg and f"python -m sde_gen.convert_checkpoint {path} NEW.pt" in msg
+    assert str(path) in msg and f"python -m sde_gen.files.convert {path} NEW.pt" in msg
     assert "\n" not in msg
     assert not sentinel.exists()
     assert_identical(before, trainer.state_dict())
@@ -172,7 +172,7 @@ def test_run_py_refuses_a_code_running_checkpoint_with_one_line(evil, tmp_path):
     errors = [line for line in proc.stderr.splitlines() if line.startswith("run.py:")]
     assert len(errors) == 1, proc.stderr
     assert errors[0].startswith(f"run.py: UnsafeCheckpointError: checkpoint {path} cannot be read safely")
-    assert "python -m sde_gen.convert_checkpoint" in errors[0]
+    assert "python -m sde_gen.files.convert" in errors[0]
     assert not sentinel.exists()
 
 
@@ -298,7 +298,7 @@ def test_convert_command_line_refuses_when_stdin_is_not_a_terminal(evil, tmp_pat
     path, sentinel = evil
     new = tmp_path / "new.pt"
     proc = subprocess.run(
-        [sys.executable, "-m", "sde_gen.convert_checkpoint", str(path), str(new)],
+        [sys.executable, "-m", "sde_gen.files.convert", str(path), str(new)],
         cwd=ROOT,
         input="y\n",
         capture_output=True,

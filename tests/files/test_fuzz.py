@@ -24,8 +24,10 @@ folder holding ``tmp_path`` list the same before and after the cases.
 
 from __future__ import annotations
 
+import copy
 import gzip
 import io
+import json
 import os
 import pickle
 import pickletools
@@ -351,9 +353,83 @@ def test_fuzz_checkpoint(tmp_path):
         return path
 
     def valid(state):
-        assert isinstance(state, dict) and set(sg.training.checkpoint.CKPT_KEYS) <= set(state)
+        assert isinstance(state, dict) and set(sg.files.checkpoint.CKPT_KEYS) <= set(state)
 
-    read = lambda: sg.training.read_checkpoint(path)  # noqa: E731
+    read = lambda: sg.files.read_checkpoint(path)  # noqa: E731
     out = run_cases("checkpoint", tmp_path, good, cases, write, read, valid, sg.CheckpointError)
     assert out["refused"] > 0, out
     assert os.listdir(path.parent) == [path.name]
+
+
+# -- model files ---------------------------------------------------------------------------------
+
+#: Values a recipe field is set to: huge, negative, of the wrong type, long, deeply nested.
+RECIPE_VALUES = [0, -1, 3, 2**31, 2**62, 2**63, 10**18, 10**400, -(10**9), 0.5, 1e308, float("inf")]
+RECIPE_VALUES += [float("nan"), "x", "a" * 100_000, None, True, [], [1] * 10_000, [[1, 2]], {}, {"a": 1}]
+RECIPE_VALUES += ["__DEEP__", [10**9] * 3, "sde_gen.UNet", "os.system"]
+N_RECIPE_VALUES = 5  # values tried per field
+DEEP = "[" * 100_000 + "]" * 100_000  # nesting no JSON parser should recurse into
+
+
+def _with_recipe(good: bytes, recipe: dict | str) -> bytes:
+    """``good``, a model file, with its recipe (a dict, or JSON text) replaced."""
+    n = int.from_bytes(good[:8], "little")
+    header = json.loads(good[8 : 8 + n])
+    text = recipe if isinstance(recipe, str) else json.dumps(recipe).replace('"__DEEP__"', DEEP)
+    header["__metadata__"]["sde_gen"] = text
+    raw = json.dumps(header).encode()
+    return len(raw).to_bytes(8, "little") + raw + good[8 + n :]
+
+
+def recipe_mutations(
+    good: bytes, rng, parts=("sde", "net", None), k=N_RECIPE_VALUES
+) -> list[tuple[str, bytes]]:
+    """Copies of the model file ``good`` whose recipe has one field (every argument of the SDE and
+    the network, ``_target_``, every top-level key: ``None`` in ``parts``) set to ``k`` of
+    ``RECIPE_VALUES``, an unknown key added, or its text replaced by deep nesting or a JSON scalar."""
+    n = int.from_bytes(good[:8], "little")
+    recipe = json.loads(json.loads(good[8 : 8 + n])["__metadata__"]["sde_gen"])
+    fields = [(part, key) for part in parts for key in (recipe if part is None else recipe[part])]
+    fields += [(part, "bogus") for part in parts]
+    out = []
+    for part, key in fields:
+        for i in rng.choice(len(RECIPE_VALUES), size=k, replace=False):
+            edited = copy.deepcopy(recipe)
+            (edited if part is None else edited[part])[key] = RECIPE_VALUES[i]
+            out.append((f"recipe-{part}-{key}-{i}", _with_recipe(good, edited)))
+    out += [(f"recipe-text-{i}", _with_recipe(good, text)) for i, text in enumerate([DEEP, "1", "[]", "{"])]
+    return out
+
+
+@pytest.mark.parametrize("kind", ["mlp", "unet"])
+def test_fuzz_model_file(tmp_path, kind):
+    """``sg.load_model`` on damaged model files and on recipes asking for anything: each loads a
+    network that fits its file or is refused, within the CPU time and memory bounds above (about
+    1 s for the MLP's 200 cases, 5 s for the U-Net's 70, tracemalloc included)."""
+    rng = np.random.default_rng([SEED, 8, kind == "unet"])
+    torch.manual_seed(0)
+    unet = dict(in_channels=1, image_size=4, channels=4, channel_mult=(1, 2), num_res_blocks=1)
+    net = (
+        sg.MLP(2, hidden=8, depth=1, embed_dim=8) if kind == "mlp" else sg.UNet(**unet, attn_resolutions=(2,))
+    )
+    sde = sg.VPSDE(beta_min=0.2, beta_max=15.0, T=0.9)
+    path = sg.save_model(tmp_path / "m.safetensors", sg.ScoreModel(net, sde), data={"shape": [2]})
+    good = path.read_bytes()
+    header = 8 + int.from_bytes(good[:8], "little")
+    if kind == "mlp":  # the file's bytes and every field of the recipe
+        cases = mutations(good, header, [(0, 8, "little")], rng) + recipe_mutations(good, rng)
+    else:  # the U-Net's own fields (its sizes, its lists): a U-Net costs more to build
+        cases = recipe_mutations(good, rng, parts=("net",), k=8)
+    names = {k: v.shape for k, v in net.state_dict().items()}
+
+    def write(payload):
+        path.write_bytes(payload)
+        return path
+
+    def valid(model):
+        assert isinstance(model, sg.ScoreModel) and type(model.net) is type(net)
+        assert {k: v.shape for k, v in model.net.state_dict().items()} == names
+
+    read = lambda: sg.load_model(path)  # noqa: E731
+    out = run_cases(f"model file ({kind})", tmp_path, good, cases, write, read, valid, sg.CheckpointError)
+    assert out["refused"] > 0 and (out["loaded"] > 0 or kind == "unet"), out  # a U-Net's sizes all matter

@@ -12,7 +12,7 @@ import torch
 from problems import SDES, mixture_2d, mixture_16d
 
 import sde_gen as sg
-from sde_gen.likelihood.bpd import evaluate_bpd
+from sde_gen.evaluation.bpd import evaluate_bpd
 from sde_gen.likelihood.dequantization import (
     importance_weighted_bpd_per_image,
     truncated_normal_log_prob,

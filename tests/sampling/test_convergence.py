@@ -93,7 +93,7 @@ def test_weak_order_of_stochastic_samplers(make, steps):
     # Measured: EM 0.76, 0.37, 0.18 and 0.089 for 8 to 64 steps (slope 1.03); reverse diffusion
     # 0.43, 0.19, 0.090 and 0.041 for 16 to 128 steps (slope 1.13); se = 3.5e-3.
     assert min(errors) > 10 * se, (errors, se)
-    order = make(1).order
+    order = make(1).convergence_order
     assert abs(slope(steps, errors) - order) < 0.25, (errors, slope(steps, errors))
 
 
@@ -148,7 +148,7 @@ def test_fixed_grid_probability_flow_order(method, steps):
         res = sg.sample(sde, sde.score_fn(), x_T.shape, solver, eps=eps, x_T=x_T, return_result=True)
         errors.append(float((res.x - exact).abs().max()))
         assert res.nfe == k * {"euler": 1, "midpoint": 2, "rk4": 4}[method]
-    order = sg.ProbabilityFlow(method=method, steps=1).order
+    order = sg.ProbabilityFlow(method=method, steps=1).convergence_order
     assert abs(slope(steps, errors) - order) < 0.3, (errors, slope(steps, errors))
     assert min(errors) > 1e-12  # not at roundoff
 

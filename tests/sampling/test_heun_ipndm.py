@@ -59,7 +59,7 @@ def test_heun_pathwise_error_falls_at_order_two(sde_name):
     # fitted slopes 2.09-2.12 (over 8..64 intervals 2.14-2.30: not yet asymptotic).
     intervals = [16, 32, 64, 128]
     errors = _pathwise_errors(sde_name, lambda n: Heun(2 * n), intervals)
-    assert abs(slope(intervals, errors) - Heun.order) < 0.3, (errors, slope(intervals, errors))
+    assert abs(slope(intervals, errors) - Heun.convergence_order) < 0.3, (errors, slope(intervals, errors))
     assert min(errors) > 1e-6  # far above the reference's error
 
 
@@ -70,7 +70,7 @@ def test_ipndm_pathwise_error_falls_at_order_two(sde_name):
     # Measured 32..512 steps: errors 1.0e-2 .. 1.0e-5, fitted slopes 1.90-1.98.
     steps = [32, 64, 128, 256, 512]
     errors = _pathwise_errors(sde_name, lambda k: IPNDM(k), steps)
-    assert abs(slope(steps, errors) - IPNDM.order) < 0.3, (errors, slope(steps, errors))
+    assert abs(slope(steps, errors) - IPNDM.convergence_order) < 0.3, (errors, slope(steps, errors))
     assert min(errors) > 1e-7
 
 

@@ -14,25 +14,18 @@ import torch
 from problems import OrnsteinUhlenbeck, mixture_2d
 from scipy import stats
 from scipy.special import ndtri
+from solver_registry import STOCHASTIC
 
 import sde_gen as sg
-from sde_gen import noise as noise_mod
+from sde_gen.sampling import noise as noise_mod
 from sde_gen.sampling.noise import KeyedNoise
 from sde_gen.sampling.solvers.base import noise_like
 
 F64 = torch.float64
 N, BS, SEED = 1000, 7, 2024
 
-#: Every stochastic solver: (name, factory). Solvers that draw their noise with ``noise_like`` join here.
-SOLVERS = [
-    ("euler_maruyama", lambda: sg.EulerMaruyama(steps=8)),
-    ("pc_reverse_diffusion_langevin", lambda: sg.PredictorCorrector(4, "reverse_diffusion", "langevin")),
-    ("pc_ancestral_langevin", lambda: sg.PredictorCorrector(4, "ancestral", "langevin")),
-    ("pc_euler_maruyama_annealed", lambda: sg.PredictorCorrector(4, "euler_maruyama", "annealed_langevin")),
-    ("ddim_eta", lambda: sg.DDIM(6, eta=0.5)),
-    ("sde_dpmpp_2m", lambda: sg.DPMSolverPlusPlus(6, stochastic=True)),
-    ("heun_churn", lambda: sg.Heun(8, churn=10.0)),
-]
+#: Every stochastic solver of the registry (tests/solver_registry.py): (name, factory).
+SOLVERS = [(c.name, lambda c=c: c.make(4)) for c in STOCHASTIC]
 
 #: VE (a built-in Gaussian prior with prior_std != 1) and a user's SDE with its own prior_sample.
 SDES = [("ve", lambda: sg.VESDE(sigma_max=5.0)), ("user", OrnsteinUhlenbeck)]
@@ -46,7 +39,7 @@ def _chunked(draw, n=N, bs=BS):
 class PriorOnly(sg.Solver):
     """A solver that returns its start: ``sample`` with it returns the prior draw."""
 
-    order = 0.0
+    convergence_order = 0.0
 
     def solve(self, sde, score_fn, x, t_start, t_end, *, generator=None, callback=None):
         return x, x

@@ -10,7 +10,7 @@ import torch
 from test_training import _params, _trainer
 
 import sde_gen as sg
-from sde_gen.training import list_checkpoints, read_checkpoint
+from sde_gen.files import list_checkpoints, read_checkpoint
 
 
 def _state(step: int) -> dict:

@@ -102,7 +102,9 @@ def test_global_batch_must_divide_among_the_processes():
 def test_run_py_under_torchrun_writes_one_run_and_matches_one_process(tmp_path):
     """``torchrun --nproc_per_node=2 experiments/run.py ...`` against the same command in one
     process: one set of outputs (rank 0's), the same checkpoints and a matching test NLL."""
-    from test_run import TINY, cfg_of, run_script
+    from cli import TINY, cfg_of
+
+    from experiments import run as run_script
 
     overrides = [
         "experiment=gmm8",
@@ -191,7 +193,7 @@ def descendants(pid: int) -> list[int]:
 def test_torchrun_with_hydras_default_run_dir_leaves_one_directory(tmp_path):
     """Without ``hydra.run.dir`` every rank would name a directory after its own start time; the
     ranks use rank 0's, and the others' throw-away directories are gone at exit."""
-    from test_run import TINY
+    from cli import TINY
 
     overrides = ["experiment=gmm8", "model.hidden=16", "model.depth=1", "train.batch_size=64", *TINY]
     torchrun(str(ROOT / "experiments" / "run.py"), *overrides, "train.steps=2", cwd=tmp_path)

@@ -188,7 +188,9 @@ def test_bad_fault_options(tmp_path, nonfinite, match):
 def test_run_py_nonfinite_option(tmp_path, monkeypatch, nonfinite):
     """``train.nonfinite`` and ``train.keep`` reach the trainer: a NaN row in the training data
     stops the run naming the step (raise) or is skipped and counted in metrics.json (skip)."""
-    from test_run import TINY, cfg_of, run_script
+    from cli import TINY, cfg_of
+
+    from experiments import run as run_script
 
     build = run_script.build
 

@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from sde_gen.training import CKPT_PATTERN
+from sde_gen.files import CKPT_PATTERN
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..._checks import check_int, check_positive
+from ..._checks import ArgumentTypeError, ArgumentValueError, check_int, check_positive
 from ...data import ImageData, load_dataset
 from ...data.transforms import LevelTransform
 from .features import FeatureExtractor, check_images, classifier_scores
@@ -135,15 +135,21 @@ class DigitsClassifier(FeatureExtractor):
     ):
         if isinstance(data, str):
             if data not in _PRESETS:
-                raise ValueError(
-                    f"data must be one of {sorted(_PRESETS)} or an ImageData with labels, got {data!r}"
+                raise ArgumentValueError(
+                    "data",
+                    data,
+                    f"data must be one of {sorted(_PRESETS)} or an ImageData with labels, got {data!r}",
                 )
             data = load_dataset(data)
         if not isinstance(data, ImageData):
-            raise TypeError(f"data must be a data set name or an ImageData, got {type(data).__name__}")
+            raise ArgumentTypeError(
+                "data", data, f"data must be a data set name or an ImageData, got {type(data).__name__}"
+            )
         if data.train_labels is None or data.test_labels is None:
-            raise ValueError(
-                f"data {data.name!r} has no labels: a classifier needs train_labels and test_labels"
+            raise ArgumentValueError(
+                "data",
+                data,
+                f"data {data.name!r} has no labels: a classifier needs train_labels and test_labels",
             )
         preset = _PRESETS.get(data.name, _DEFAULT)
         given = dict(epochs=epochs, width=width, hidden=hidden, pool=pool, batch_size=batch_size)

@@ -12,6 +12,7 @@ import warnings
 import numpy as np
 import torch
 
+from ..._checks import ArgumentTypeError, ArgumentValueError
 from .distances import as_features, frechet_distance, kernel_distance, precision_recall
 
 __all__ = [
@@ -100,7 +101,9 @@ def classifier_scores(logits, labels=None) -> dict:
     if labels is not None:
         labels = torch.as_tensor(labels)
         if labels.shape != (logits.shape[0],):
-            raise ValueError(f"labels must have shape ({logits.shape[0]},), got {tuple(labels.shape)}")
+            raise ArgumentValueError(
+                "labels", labels, f"labels must have shape ({logits.shape[0]},), got {tuple(labels.shape)}"
+            )
         out["accuracy"] = float((logits.argmax(dim=1).cpu() == labels.cpu()).double().mean())
     return out
 
@@ -130,8 +133,10 @@ def image_metrics(extractor, real, fake, **kwargs) -> dict:
     """:func:`feature_metrics` of ``extractor(fake)`` against ``extractor(real)`` (image tensors
     ``(N, C, H, W)``); ``kwargs`` go to :func:`feature_metrics`."""
     if not callable(extractor):
-        raise TypeError(
-            f"extractor must be callable as extractor(images) -> (N, D), got {type(extractor).__name__}"
+        raise ArgumentTypeError(
+            "extractor",
+            extractor,
+            f"extractor must be callable as extractor(images) -> (N, D), got {type(extractor).__name__}",
         )
     return feature_metrics(extractor(real), extractor(fake), **kwargs)
 

@@ -19,8 +19,8 @@ from __future__ import annotations
 import torch
 
 from ..._checks import check_real
-from ..._utils import batch_broadcast, time_vector
-from ..solvers.base import SolverState, SteppingSolver
+from ..._utils import time_vector
+from ..solvers.base import SteppingSolver
 from ..solvers.variables import kernel_at
 
 __all__ = ["dps"]
@@ -44,25 +44,21 @@ def dps(prob, solver: SteppingSolver, *, zeta: float) -> torch.Tensor:
     if zeta == 0.0:
         raise ValueError("zeta must be > 0 (zeta = 0 is unconditional sampling)")
     sde, op = prob.sde, prob.op
-    grid = solver.grid(sde, sde.T, prob.eps)
-    times = grid.tolist()
     x = prob.prior(prob.batch)
-    state, reuse = SolverState(grid), _Reuse(prob.score)
+    state, reuse = solver.init(sde, x, sde.T, prob.eps), _Reuse(prob.score)
     tiny = torch.finfo(x.dtype).tiny
-    for i, (t, t_next) in enumerate(zip(times[:-1], times[1:], strict=True)):
+    while not state.done:
+        t = state.t
         tv = time_vector(t, x)
         with torch.enable_grad():
             xg = x.detach().requires_grad_(True)
             score = prob.score(xg, tv)
-            k = kernel_at(sde, t, xg)
-            d = (xg - k.shift + batch_broadcast(k.std**2, xg) * score) / k.scale
+            d = kernel_at(sde, t, xg).tweedie(xg, score)
             sq = op.y_vector(op(d) - prob.y).pow(2).sum(1)  # ||y - A D(x_i)||^2 per sample
             loss = (sq / sq.detach().sqrt().clamp_min(tiny)).sum()  # zeta_i = zeta / ||y - A D||
             grad = torch.autograd.grad(loss, xg)[0]
         reuse.key = (x, tv, score.detach())
-        state.index = i
         with torch.no_grad():
-            out = solver.step(sde, reuse, x, t, t_next, generator=prob.generator, state=state)
-        state.carry = out.state
-        x = (out.x - zeta * grad).detach()
+            x_step, state = solver.step(sde, reuse, x, state, generator=prob.generator)
+        x = (x_step - zeta * grad).detach()
     return prob.finish(x)

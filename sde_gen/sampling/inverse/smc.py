@@ -102,10 +102,10 @@ def smc(prob, solver: SteppingSolver, *, num_particles: int, resample_threshold:
     u_of = lambda xhat: op(xhat) / rc
     sq = lambda u: op.y_vector(u - ybar).pow(2).sum(1)
     sig_y2 = (prob.noise_std / rc) ** 2
-    grid = solver.grid(sde, sde.T, prob.eps)
+    x = prob.prior(B * K)
+    grid = solver.init(sde, x, sde.T, prob.eps).grid  # the solver's grid; its kernel, not its step
     times, sigs = grid.tolist(), sde.sigma_hat(grid).tolist()
     pot = [None] + [abs(s * s - sig_y2) for s in sigs[1:]]  # variance of g_k; None: g = 1 at T
-    x = prob.prior(B * K)
     logw = x.new_zeros(B, K)
     rows = torch.arange(B, device=x.device)[:, None] * K
     with torch.no_grad():

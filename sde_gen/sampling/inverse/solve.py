@@ -12,11 +12,7 @@ import torch
 from ..._checks import ScoreCheck, check_choice, check_eps, check_finite, check_int, check_real
 from ..._utils import batch_broadcast
 from ...sdes.base import check_sde
-from ..solvers.base import SolverState, SteppingSolver, noise_like
-from ..solvers.euler_maruyama import EulerMaruyama
-from ..solvers.exponential import DDIM
-from ..solvers.heun import Heun
-from ..solvers.predictor_corrector import PredictorCorrector
+from ..solvers.base import SteppingSolver, noise_like
 from ..solvers.variables import kernel_at
 from .dps import dps
 from .operators import LinearOperator
@@ -31,8 +27,6 @@ METHODS = {
     "dps": {"zeta": 0.5},
     "smc": {"num_particles": 16, "resample_threshold": 0.5},
 }
-#: solvers whose step keeps no history, so that RePaint may step back up the grid
-REPAINT_SOLVERS = (EulerMaruyama, PredictorCorrector, DDIM, Heun)
 
 
 @dataclass
@@ -102,7 +96,8 @@ def solve_inverse(
             :class:`SuperResolution` or a user's).
         solver: the unconditional sampler (its grid and, except for ``"smc"``, its step):
             ``"replacement"`` and ``"dps"``: any :class:`~sde_gen.SteppingSolver`; ``"repaint"``:
-            one without a history (``EulerMaruyama``, ``PredictorCorrector``, ``DDIM``, ``Heun``);
+            one without a history (``solver.keeps_history`` False: ``EulerMaruyama``,
+            ``PredictorCorrector``, ``DDIM``, ``Heun``, ``DPMSolverPlusPlus(order=1)``);
             ``"smc"``: ``DDIM`` with ``eta > 0`` or ``EulerMaruyama`` (a Gaussian backward kernel).
         method: ``"replacement"`` (Song et al. 2021, App. I), ``"repaint"`` (Lugmayr et al. 2022;
             options ``jump_length=10``, ``jump_n_sample=10``), ``"dps"`` (Chung et al. 2022,
@@ -227,17 +222,13 @@ def replacement(prob: Problem, solver: SteppingSolver):
     ``y`` noised to ``t_next`` (the reference code noises it to the previous time and mixes it
     into ``x_mean`` only). Any stepping solver; a multistep one keeps the denoiser values of the
     states before replacement."""
-    grid = solver.grid(prob.sde, prob.sde.T, prob.eps)
-    times = grid.tolist()
     x = prob.prior(prob.batch)
-    x, x_mean = noised_known(prob, x, x, times[0])
-    state = SolverState(grid)
+    state = solver.init(prob.sde, x, prob.sde.T, prob.eps)
+    x, x_mean = noised_known(prob, x, x, state.t)
     with torch.no_grad():
-        for i, (t, t_next) in enumerate(zip(times[:-1], times[1:], strict=True)):
-            state.index = i
-            out = solver.step(prob.sde, prob.score, x, t, t_next, generator=prob.generator, state=state)
-            x, x_mean = noised_known(prob, out.x, out.x_mean, t_next)
-            state.carry = out.state
+        while not state.done:
+            x, state = solver.step(prob.sde, prob.score, x, state, generator=prob.generator)
+            x, x_mean = noised_known(prob, x, state.x_mean, state.t)
     return prob.finish(x), prob.finish(x_mean)
 
 
@@ -263,29 +254,27 @@ def repaint(prob: Problem, solver: SteppingSolver, *, jump_length: int, jump_n_s
     replacement method, resampled: after the schedule's down steps, the state goes back up
     ``jump_length`` grid points in one draw of the SDE's exact forward transition
     (:meth:`~sde_gen.SDE.transition`) and is denoised again."""
-    if not isinstance(solver, REPAINT_SOLVERS):
+    if solver.keeps_history:
         raise TypeError(
-            f"method='repaint' steps back up the grid and needs a solver without a history, one of "
-            f"{[c.__name__ for c in REPAINT_SOLVERS]}; got {type(solver).__name__}"
+            f"method='repaint' steps back up the grid and needs a solver without a history "
+            f"(keeps_history False: EulerMaruyama, PredictorCorrector, DDIM, Heun, ...); got {solver!r}"
         )
     jump_length = check_int("jump_length", jump_length, low=1)
     jump_n_sample = check_int("jump_n_sample", jump_n_sample, low=1)
-    grid = solver.grid(prob.sde, prob.sde.T, prob.eps)
-    times = grid.tolist()
-    path = repaint_schedule(len(times) - 1, jump_length, jump_n_sample)
     x = prob.prior(prob.batch)
+    states = [solver.init(prob.sde, x, prob.sde.T, prob.eps)]  # states[i]: the one at grid index i
+    times = states[0].grid.tolist()
+    path = repaint_schedule(len(times) - 1, jump_length, jump_n_sample)
     x, x_mean = noised_known(prob, x, x, times[0])
-    state = SolverState(grid)
     with torch.no_grad():
         for i, j in zip(path[:-1], path[1:], strict=True):
             if j == i + 1:  # one solver step down, then the known part at the new time
-                state.index = i
-                out = solver.step(
-                    prob.sde, prob.score, x, times[i], times[j], generator=prob.generator, state=state
-                )
-                x, x_mean = noised_known(prob, out.x, out.x_mean, times[j])
-                state.carry = out.state
-            else:  # back up: x_{t_j} ~ p(x_{t_j} | x_{t_i}), the exact forward transition
+                x, state = solver.step(prob.sde, prob.score, x, states[i], generator=prob.generator)
+                del states[j:]
+                states.append(state)
+                x, x_mean = noised_known(prob, x, state.x_mean, times[j])
+            else:  # back up: x_{t_j} ~ p(x_{t_j} | x_{t_i}), the exact forward transition; the
+                # solver, which keeps no history, restarts from its state at index j
                 s_t = torch.full((x.shape[0],), times[i], dtype=x.dtype, device=x.device)
                 a, b, c2 = prob.sde.transition(s_t, torch.full_like(s_t, times[j]), x)
                 x = a * x + b + c2.sqrt() * noise_like(x, prob.generator)

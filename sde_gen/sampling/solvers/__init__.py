@@ -1,6 +1,6 @@
 """Solvers: one file per family; every one works for any :class:`~sde_gen.SDE`."""
 
-from .base import Solver, StepInfo, StepOutput, SteppingSolver
+from .base import Solver, SolverState, StepInfo, StepOutput, SteppingSolver
 from .euler_maruyama import EulerMaruyama
 from .exponential import DDIM, DPMSolverPlusPlus
 from .heun import Heun
@@ -24,6 +24,7 @@ from .unipc import UniPC
 __all__ = [
     "Solver",
     "SteppingSolver",
+    "SolverState",
     "StepInfo",
     "StepOutput",
     "EulerMaruyama",

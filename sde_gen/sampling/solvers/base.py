@@ -1,31 +1,35 @@
-"""Solver interfaces. A solver maps x at ``t_start`` to ``t_end``; stepping solvers share one loop."""
+"""Solver interfaces. A solver maps x at ``t_start`` to ``t_end``; a stepping solver is a protocol
+(``init``, ``step``, a frozen :class:`SolverState`) and the loop over it is written once."""
 
 from __future__ import annotations
 
 import abc
+import inspect
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
 
-from ..._checks import check_int
+from ..._checks import ArgumentTypeError, ArgumentValueError, check_int
 from ..noise import KeyedNoise
 from .grids import check_schedule, time_grid
 
-__all__ = ["Solver", "SteppingSolver", "StepOutput", "StepInfo", "SolverState"]
+__all__ = ["Solver", "SteppingSolver", "StepOutput", "StepInfo", "SolverState", "noise_like"]
 
 
-@dataclass
+@dataclass(frozen=True, eq=False)
 class StepOutput:
-    """What one step returns: the new ``x``, its noise-free part ``x_mean``, the denoised estimate
-    ``E[x_0 | x_t]`` the step computed (``None`` if it computed none) and anything to carry to the
-    next step (``SolverState.carry``)."""
+    """What :meth:`SteppingSolver.update` returns: the new ``x``, its noise-free part ``x_mean``,
+    the denoised estimate ``E[x_0 | x_t]`` the step computed (``None`` if none), the solver's
+    ``history`` for the next step (``None``: unchanged) and its ``cache`` (e.g. the kernel at the
+    step's end, a :class:`~sde_gen.sampling.solvers.variables.GridPoint`)."""
 
     x: torch.Tensor
     x_mean: torch.Tensor
-    state: Any = None
     denoised: torch.Tensor | None = None
+    history: tuple | None = None
+    cache: Any = None
 
 
 @dataclass
@@ -40,17 +44,31 @@ class StepInfo:
     denoised: torch.Tensor | None = None
 
 
-@dataclass
+@dataclass(frozen=True, eq=False)
 class SolverState:
-    """What a stepping solver sees besides ``x``: the whole grid, the index of the step being taken
-    (from ``grid[index]`` to ``grid[index + 1]``), a ``history`` that the solver owns (multistep
-    methods keep their past denoiser outputs there; it lives for one ``solve``) and ``carry``, the
-    ``state`` that the previous step returned."""
+    """Everything a stepping solver carries between steps besides ``x``; made by
+    :meth:`SteppingSolver.init` and by :meth:`SteppingSolver.step` only, never changed.
+
+    - ``grid``: the times visited (float64, decreasing); the next step goes from ``t = grid[index]``
+      to ``t_next = grid[index + 1]``; ``done`` once ``index`` reaches ``steps``;
+    - ``x_mean``: the noise-free part of ``x`` after the last step (``x`` itself at ``init``): the
+      reference code's sample "without the last noise";
+    - ``denoised``: Tweedie's ``E[x_0 | x_t]`` that the last step computed, at that step's start
+      (``None`` for solvers that compute none, and at ``init``); ``sample(denoise=True)`` instead
+      evaluates it at the end time, one more score evaluation;
+    - ``history``: the solver's memory (multistep methods: past denoiser values), a tuple;
+    - ``cache``: what the solver keeps to save work (the kernel at ``t``); never changes a result;
+    - ``draw``: the next draw number of a :class:`~sde_gen.KeyedNoise` (draw 0 is the prior's), so
+      stepping twice from one state with the same ``KeyedNoise`` draws the same noise.
+    """
 
     grid: torch.Tensor
     index: int = 0
-    history: list = field(default_factory=list)
-    carry: Any = None
+    x_mean: torch.Tensor | None = None
+    denoised: torch.Tensor | None = None
+    history: tuple = ()
+    cache: Any = None
+    draw: int = 1
 
     @property
     def steps(self) -> int:
@@ -58,17 +76,43 @@ class SolverState:
 
     @property
     def steps_left(self) -> int:
-        """Steps after this one (0 on the last step): lets a multistep method lower its order."""
+        """Steps after the next one (0 on the last step): lets a multistep method lower its order."""
         return self.steps - self.index - 1
+
+    @property
+    def done(self) -> bool:
+        return self.index >= self.steps
+
+    @property
+    def t(self) -> float:
+        """The time of ``x``: where the next step starts (``grid[index]``)."""
+        return self.grid[self.index].item()
+
+    @property
+    def t_next(self) -> float:
+        """Where the next step ends (``grid[index + 1]``)."""
+        return self.grid[self.index + 1].item()
 
 
 class Solver(abc.ABC):
     """Integrates the reverse dynamics of ``sde`` with ``score_fn`` from ``t_start`` to ``t_end``.
 
-    ``order`` is the solver's (weak, for stochastic solvers) order of convergence; tests measure it.
+    What a solver can do is declared on its class (or instance):
+
+    - ``convergence_order``: its (weak, for stochastic solvers) order of convergence; tests measure it;
+    - ``stochastic``: whether a step draws noise (then it takes a ``generator``);
+    - ``keeps_history``: whether a step depends on earlier steps (multistep methods), so that the
+      states cannot be reordered (RePaint's jumps back up the grid need ``False``);
+    - :meth:`nfe`: the score evaluations a solve of a given number of steps costs.
     """
 
-    order: float
+    convergence_order: float
+    stochastic: bool = False
+    keeps_history: bool = False
+
+    def nfe(self, steps: int) -> int | None:
+        """Score evaluations of a solve over a grid of ``steps`` steps (``None``: not known ahead)."""
+        return None
 
     @abc.abstractmethod
     def solve(
@@ -84,14 +128,24 @@ class Solver(abc.ABC):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Returns ``(x, x_mean)`` at ``t_end``: the state and its last noise-free part."""
 
+    def __repr__(self) -> str:
+        """The constructor call, read from the attributes named like its arguments."""
+        names = [p for p in inspect.signature(type(self).__init__).parameters if p != "self"]
+        args = ", ".join(f"{k}={getattr(self, k)!r}" for k in names if hasattr(self, k))
+        return f"{type(self).__name__}({args})"
+
 
 class SteppingSolver(Solver):
-    """A solver made of steps on a time grid; the time loop is written once here.
+    """A solver made of steps on a time grid, with explicit state (diffrax style)::
+
+        state = solver.init(sde, x, t_start, t_end)
+        while not state.done:
+            x, state = solver.step(sde, score_fn, x, state, generator=g)
 
     ``schedule`` gives the grid (:func:`~sde_gen.solvers.grids.time_grid`: ``"time_uniform"``,
     ``"time_quadratic"``, ``"log_snr"``, ``"edm"`` or an explicit decreasing tensor of times, in
-    which case ``steps`` is its length minus one). Subclasses implement :meth:`step`, which receives
-    a :class:`SolverState`.
+    which case ``steps`` is its length minus one). Subclasses implement :meth:`update`, the
+    arithmetic of one step; :meth:`step` does the bookkeeping around it.
     """
 
     #: the fewest steps the method can take, and why (multistep methods may need more)
@@ -113,39 +167,55 @@ class SteppingSolver(Solver):
         """The times this solver visits from ``t_start`` to ``t_end`` (float64, ``steps + 1``)."""
         return time_grid(sde, self.schedule, self.steps, t_start, t_end)
 
-    def time_grid(self, t_start: float, t_end: float) -> list[float]:
-        """``steps + 1`` uniformly spaced times from ``t_start`` to ``t_end`` (Python floats)."""
-        return time_grid(None, "time_uniform", self.steps, t_start, t_end).tolist()
+    def nfe(self, steps: int) -> int:
+        """One score evaluation per step (subclasses that take more say so)."""
+        return steps
+
+    def init(self, sde, x: torch.Tensor, t_start: float, t_end: float) -> SolverState:
+        """The state before the first step from ``t_start`` to ``t_end`` (the grid is made here)."""
+        return SolverState(self.grid(sde, t_start, t_end), x_mean=x)
+
+    def step(self, sde, score_fn: Callable, x: torch.Tensor, state: SolverState, *, generator=None):
+        """One step from ``state.t`` to ``state.t_next``: returns ``(x, new_state)`` and leaves
+        ``state`` as it was. ``generator``: a ``torch.Generator`` (advanced as it is drawn from),
+        a :class:`~sde_gen.KeyedNoise` (used at ``state.draw``, itself left unchanged) or ``None``."""
+        if not isinstance(state, SolverState):
+            raise ArgumentTypeError(
+                "state",
+                state,
+                f"state must be a SolverState from solver.init(...), got {type(state).__name__}",
+            )
+        if state.done:
+            raise ArgumentValueError(
+                "state", state, f"state is done: all {state.steps} steps are taken (index {state.index})"
+            )
+        noise = generator.at(state.draw) if isinstance(generator, KeyedNoise) else generator
+        out = self.update(sde, score_fn, x, state, generator=noise)
+        new = replace(
+            state,
+            index=state.index + 1,
+            x_mean=out.x_mean,
+            denoised=out.denoised,
+            history=state.history if out.history is None else out.history,
+            cache=out.cache,
+            draw=noise.draw if isinstance(noise, KeyedNoise) else state.draw,
+        )
+        return out.x, new
 
     @abc.abstractmethod
-    def step(
-        self,
-        sde,
-        score_fn: Callable,
-        x: torch.Tensor,
-        t: float,
-        t_next: float,
-        *,
-        generator: torch.Generator | None = None,
-        state: SolverState | None = None,
+    def update(
+        self, sde, score_fn: Callable, x: torch.Tensor, state: SolverState, *, generator=None
     ) -> StepOutput:
-        """One step from time ``t`` to ``t_next`` (``t_next < t`` when sampling)."""
+        """The arithmetic of one step from ``state.t`` to ``state.t_next < state.t``."""
 
     def solve(self, sde, score_fn, x, t_start, t_end, *, generator=None, callback=None):
-        grid = self.grid(sde, t_start, t_end)
-        times = grid.tolist()
-        x_mean, state = x, SolverState(grid)
-        for i, (t, t_next) in enumerate(zip(times[:-1], times[1:], strict=True)):
-            state.index = i
-            out = self.step(sde, score_fn, x, t, t_next, generator=generator, state=state)
-            x, x_mean, state.carry = out.x, out.x_mean, out.state
+        state = self.init(sde, x, t_start, t_end)
+        while not state.done:
+            x, state = self.step(sde, score_fn, x, state, generator=generator)
             if callback is not None:
-                callback(StepInfo(step=i, t=t_next, x=x, x_mean=x_mean, denoised=out.denoised))
-        return x, x_mean
-
-    def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
-        return f"{type(self).__name__}({args})"
+                info = StepInfo(state.index - 1, state.t, x, state.x_mean, state.denoised)
+                callback(info)
+        return x, state.x_mean
 
 
 def noise_like(x: torch.Tensor, generator: torch.Generator | KeyedNoise | None) -> torch.Tensor:

@@ -29,8 +29,9 @@ class EulerMaruyama(SteppingSolver):
     Weak order 1, strong order 1/2 (additive noise: strong order 1).
     """
 
-    order = 1.0
+    convergence_order = 1.0
+    stochastic = True
 
-    def step(self, sde, score_fn, x, t, t_next, *, generator=None, state=None):
-        x, x_mean = euler_maruyama_step(sde, score_fn, x, t, t_next, generator)
+    def update(self, sde, score_fn, x, state, *, generator=None):
+        x, x_mean = euler_maruyama_step(sde, score_fn, x, state.t, state.t_next, generator)
         return StepOutput(x, x_mean)

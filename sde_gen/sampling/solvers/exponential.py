@@ -19,16 +19,14 @@ is a point mass) is therefore integrated exactly by all of them, for any number 
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
 
 import torch
 
 from ..._checks import check_int, check_real
-from ...sdes.base import KernelCoefficients
 from .base import SolverState, StepOutput, SteppingSolver, noise_like
-from .variables import denoise, from_hat, kernel_at, to_hat
+from .variables import GridPoint, denoise, from_hat, to_hat
 
-__all__ = ["DDIM", "DPMSolverPlusPlus", "phi", "step_terms", "Carry"]
+__all__ = ["DDIM", "DPMSolverPlusPlus", "phi", "step_terms"]
 
 #: fewer steps than this and the multistep methods lower their order on the last steps, as
 #: DPM-Solver's ``lower_order_final`` (Lu et al. 2022, Sec. 5 / their code) does
@@ -49,37 +47,16 @@ def phi(k: int, z: float) -> float:
     return out
 
 
-class Carry(NamedTuple):
-    """What a step hands the next one: the half log-SNR of the whole grid (computed once per
-    solve) and the kernel at the time the step ended on (the next step's start)."""
-
-    lams: list
-    t: float
-    kernel: KernelCoefficients
-
-
-def step_terms(sde, state: SolverState, x: torch.Tensor, t: float, t_next: float):
-    """``(lam, lam_next, k, k_next, carry)``: the half log-SNR at ``t`` and ``t_next`` (from the
-    grid's, computed once per solve), the kernels there shaped for ``x`` (the one at ``t`` is the
-    previous step's ``k_next``) and the :class:`Carry` to return as the step's state."""
-    carry = state.carry if state.index > 0 and isinstance(state.carry, Carry) else None
-    lams = sde.half_log_snr(state.grid).tolist() if carry is None else carry.lams
-    reuse = (
-        carry is not None
-        and carry.t == t
-        and carry.kernel.scale.shape == x.shape
-        and carry.kernel.scale.dtype == x.dtype
-        and carry.kernel.scale.device == x.device
-    )
-    k = carry.kernel if reuse else kernel_at(sde, t, x)
-    k_next = kernel_at(sde, t_next, x)
+def step_terms(sde, state: SolverState, x: torch.Tensor):
+    """``(lam, lam_next, k, k_next, end)``: the half log-SNR at ``state.t`` and ``state.t_next``
+    (from the grid's, computed once per solve), the kernels there shaped for ``x`` (the one at ``t``
+    is the previous step's end, ``state.cache``) and the :class:`GridPoint` at ``t_next`` to return
+    as the step's cache."""
+    cur = GridPoint.at(sde, state.t, x, state.cache)
+    lams = cur.lams if cur.lams is not None else sde.half_log_snr(state.grid).tolist()
+    end = GridPoint(sde, state.t_next, x, lams=lams)
     i = state.index
-    return lams[i], lams[i + 1], k, k_next, Carry(lams, t_next, k_next)
-
-
-def step_state(state: SolverState | None, t: float, t_next: float) -> SolverState:
-    """The solver state; a lone call of ``step`` without one is a one-step solve (order 1)."""
-    return SolverState(torch.tensor([t, t_next], dtype=torch.float64)) if state is None else state
+    return lams[i], lams[i + 1], cur.k, end.k, end
 
 
 def step_order(order: int, state: SolverState, available: int, lower_order_final: bool) -> int:
@@ -100,11 +77,11 @@ def _check_order(order, allowed: tuple[int, ...], method: str) -> int:
 
 
 def init_multistep(solver, order, allowed, lower_order_final) -> None:
-    """The settings a multistep method shares: its order (``solver.solver_order``), the order-``k``
-    warm-up that sets ``min_steps``, and ``lower_order_final``."""
+    """The settings a multistep method shares: its ``order`` (the number of denoiser values a step
+    combines), the order-``k`` warm-up that sets ``min_steps``, and ``lower_order_final``."""
     if not isinstance(lower_order_final, bool):
         raise TypeError(f"lower_order_final must be a bool, got {lower_order_final!r}")
-    k = solver.solver_order = _check_order(order, allowed, type(solver).__name__)
+    k = solver.order = _check_order(order, allowed, type(solver).__name__)
     solver.lower_order_final = lower_order_final
     solver.min_steps = k
     solver.min_steps_why = f"order={k} needs {k - 1} lower-order warm-up step(s) before one of order {k}" * (
@@ -130,7 +107,7 @@ class DDIM(SteppingSolver):
     ``[0, 1]``. Order 1 (weak order 1 when ``eta > 0``).
     """
 
-    order = 1.0
+    convergence_order = 1.0
 
     def __init__(self, steps: int | None = None, eta: float = 0.0, schedule="log_snr"):
         self.eta = check_real("eta", eta, low=0.0)
@@ -138,19 +115,23 @@ class DDIM(SteppingSolver):
             raise ValueError(f"eta must be in [0, 1] (0 deterministic, 1 ancestral), got {eta!r}")
         super().__init__(steps, schedule)
 
-    def step(self, sde, score_fn, x, t, t_next, *, generator=None, state=None):
-        state = step_state(state, t, t_next)
-        lam, lam_next, k, k_next, carry = step_terms(sde, state, x, t, t_next)
+    @property
+    def stochastic(self) -> bool:
+        return self.eta > 0.0
+
+    def update(self, sde, score_fn, x, state, *, generator=None):
+        t = state.t
+        lam, lam_next, k, k_next, carry = step_terms(sde, state, x)
         h, sigma_next = lam_next - lam, math.exp(-lam_next)
         d = denoise(score_fn, x, t, k)
         frac = -math.expm1(-2.0 * h)  # 1 - sigma'^2 / sigma^2
         keep = math.exp(-h) * math.sqrt(1.0 - self.eta**2 * frac)  # sqrt(sigma'^2 - c^2) / sigma
         x_mean = from_hat(d + keep * (to_hat(x, k) - d), k_next)
         if self.eta == 0.0:
-            return StepOutput(x_mean, x_mean, state=carry, denoised=d)
+            return StepOutput(x_mean, x_mean, denoised=d, cache=carry)
         c = self.eta * sigma_next * math.sqrt(frac)
         x = x_mean + k_next.scale * c * noise_like(x, generator)
-        return StepOutput(x, x_mean, state=carry, denoised=d)
+        return StepOutput(x, x_mean, denoised=d, cache=carry)
 
 
 # -- DPM-Solver++ ----------------------------------------------------------------------------------
@@ -199,31 +180,28 @@ class DPMSolverPlusPlus(SteppingSolver):
             )
         init_multistep(self, order, (1, 2) if stochastic else (1, 2, 3), lower_order_final)
         self.stochastic = stochastic
-        self.order = 1.0 if stochastic else float(self.solver_order)
+        self.convergence_order = 1.0 if stochastic else float(self.order)
         super().__init__(steps, schedule)
 
-    def __repr__(self) -> str:
-        return (
-            f"DPMSolverPlusPlus(steps={self.steps}, order={self.solver_order}, schedule={self.schedule!r}, "
-            f"stochastic={self.stochastic}, lower_order_final={self.lower_order_final})"
-        )
+    @property
+    def keeps_history(self) -> bool:
+        """Order 1 uses the current denoiser value only."""
+        return self.order > 1
 
-    def step(self, sde, score_fn, x, t, t_next, *, generator=None, state=None):
-        state = step_state(state, t, t_next)
-        lam, lam_next, k, k_next, carry = step_terms(sde, state, x, t, t_next)
-        d0 = denoise(score_fn, x, t, k)
-        hist = state.history
-        hist.append((lam, d0))
-        del hist[: -self.solver_order]
-        p = step_order(self.solver_order, state, len(hist), self.lower_order_final)
+    def update(self, sde, score_fn, x, state, *, generator=None):
+        lam, lam_next, k, k_next, carry = step_terms(sde, state, x)
+        d0 = denoise(score_fn, x, state.t, k)
+        hist = (state.history + ((lam, d0),))[-self.order :]
+        p = step_order(self.order, state, len(hist), self.lower_order_final)
         h = lam_next - lam
         xhat = to_hat(x, k)
+        keep = hist if self.keeps_history else ()
         if self.stochastic:
             frac = -math.expm1(-2.0 * h)
             d = d0 if p == 1 else d0 + (d0 - hist[-2][1]) * (h / (lam - hist[-2][0])) / 2.0
             x_mean = from_hat(math.exp(-2.0 * h) * xhat + frac * d, k_next)
             noise = k_next.scale * (math.exp(-lam_next) * math.sqrt(frac)) * noise_like(x, generator)
-            return StepOutput(x_mean + noise, x_mean, state=carry, denoised=d0)
+            return StepOutput(x_mean + noise, x_mean, denoised=d0, history=keep, cache=carry)
         out = math.exp(-h) * xhat + h * phi(1, -h) * d0
         if p == 2:
             r = (lam - hist[-2][0]) / h
@@ -232,7 +210,7 @@ class DPMSolverPlusPlus(SteppingSolver):
             hd1, h2d2 = taylor_differences(hist[-3:], lam, h)
             out = out + h * phi(2, -h) * hd1 + h * phi(3, -h) * h2d2
         x_new = from_hat(out, k_next)
-        return StepOutput(x_new, x_new, state=carry, denoised=d0)
+        return StepOutput(x_new, x_new, denoised=d0, history=keep, cache=carry)
 
 
 def taylor_differences(points, lam: float, h: float):

@@ -16,7 +16,7 @@ import torch
 from ..._checks import check_int, check_real
 from .base import StepOutput, SteppingSolver, noise_like
 from .grids import check_schedule, time_grid
-from .variables import EDMVariables
+from .variables import GridPoint
 
 __all__ = ["Heun"]
 
@@ -37,7 +37,7 @@ class Heun(SteppingSolver):
     that noise level is ``sde.t_from_sigma_hat``. ``churn=0`` is Algorithm 1, of order 2.
     """
 
-    order = 2.0
+    convergence_order = 2.0
 
     def __init__(
         self,
@@ -79,16 +79,23 @@ class Heun(SteppingSolver):
         """``ceil(steps / 2)``: the number of intervals of the grid."""
         return (self.steps + 1) // 2
 
+    @property
+    def stochastic(self) -> bool:
+        return self.churn > 0.0
+
     def grid(self, sde, t_start: float, t_end: float) -> torch.Tensor:
         return time_grid(sde, self.schedule, self.intervals, t_start, t_end)
 
-    def step(self, sde, score_fn, x, t, t_next, *, generator=None, state=None):
-        """One interval ``t -> t_next``: 2 score evaluations (1 on an Euler last step). Reports the
-        denoised estimate at the (churned) start of the step."""
-        n = self.intervals if state is None else state.steps
-        last = state is None or state.steps_left == 0
-        euler = last and self.steps % 2 == 1
-        cur = EDMVariables.at(sde, t, x, state)
+    def nfe(self, steps: int) -> int:
+        """2 per interval, less 1 for the Euler last step when ``self.steps`` is odd."""
+        return 2 * steps - self.steps % 2
+
+    def update(self, sde, score_fn, x, state, *, generator=None):
+        """One interval: 2 score evaluations (1 on an Euler last step). Reports the denoised
+        estimate at the (churned) start of the step."""
+        n = state.steps
+        euler = state.steps_left == 0 and self.steps % 2 == 1
+        cur = GridPoint.at(sde, state.t, x, state.cache)
         xhat = cur.to_hat(x)
         # Algorithm 2, lines 4-6: raise the noise from sigma_i to sigma_up by adding fresh noise.
         gamma = min(self.churn / n, math.sqrt(2.0) - 1.0) if self.s_tmin <= cur.sigma <= self.s_tmax else 0.0
@@ -98,17 +105,16 @@ class Heun(SteppingSolver):
             if sigma_up > cur.sigma:
                 t_up = float(sde.t_from_sigma_hat(torch.tensor([sigma_up], dtype=torch.float64)))
                 xhat = xhat + self.s_noise * math.sqrt(sigma_up**2 - cur.sigma**2) * noise_like(x, generator)
-                cur = EDMVariables(sde, t_up, x)
-                cur.sigma = sigma_up
-        nxt = EDMVariables(sde, t_next, x)
+                cur = GridPoint(sde, t_up, x, sigma=sigma_up)
+        nxt = GridPoint(sde, state.t_next, x)
         h = nxt.sigma - cur.sigma
         # Lines 7-8: Euler step on d xhat / d sigma = (xhat - D) / sigma.
-        denoised = cur.denoise(sde, score_fn, cur.from_hat(xhat))
+        denoised = cur.denoise(score_fn, cur.from_hat(xhat))
         d = (xhat - denoised) / cur.sigma
         xhat_next = xhat + h * d
         if not euler:
             # Lines 9-11: the trapezoidal correction with the slope at the end of the step.
-            d_next = (xhat_next - nxt.denoise(sde, score_fn, nxt.from_hat(xhat_next))) / nxt.sigma
+            d_next = (xhat_next - nxt.denoise(score_fn, nxt.from_hat(xhat_next))) / nxt.sigma
             xhat_next = xhat + h * 0.5 * (d + d_next)
         x_next = nxt.from_hat(xhat_next)
-        return StepOutput(x_next, x_next, state=nxt, denoised=denoised)
+        return StepOutput(x_next, x_next, denoised=denoised, cache=nxt)

@@ -13,7 +13,7 @@ import numpy as np
 
 from ..._checks import check_choice
 from .base import StepOutput, SteppingSolver
-from .variables import EDMVariables
+from .variables import GridPoint
 
 __all__ = ["IPNDM", "IPNDM_COEFFICIENTS"]
 
@@ -61,20 +61,20 @@ class IPNDM(SteppingSolver):
     coefficients are the more accurate (2-3x on the edm grid), hence the default.
     """
 
-    order = 2.0
+    convergence_order = 2.0
+    #: the Adams-Bashforth slopes of the last steps
+    keeps_history = True
 
     def __init__(self, steps: int | None = None, schedule="edm", coefficients: str = "fixed"):
         super().__init__(steps, schedule)
         self.coefficients = check_choice("coefficients", coefficients, ("fixed", "variable"))
 
-    def step(self, sde, score_fn, x, t, t_next, *, generator=None, state=None):
-        """One step ``t -> t_next``: one score evaluation; the slopes live in ``state.history``."""
-        cur, nxt = EDMVariables.at(sde, t, x, state), EDMVariables(sde, t_next, x)
+    def update(self, sde, score_fn, x, state, *, generator=None):
+        """One step: one score evaluation; the slopes live in ``state.history``."""
+        cur, nxt = GridPoint.at(sde, state.t, x, state.cache), GridPoint(sde, state.t_next, x)
         xhat = cur.to_hat(x)
-        denoised = cur.denoise(sde, score_fn, x)
-        history = [] if state is None else state.history
-        history.append((cur.sigma, (xhat - denoised) / cur.sigma))
-        del history[:-4]
+        denoised = cur.denoise(score_fn, x)
+        history = (state.history + ((cur.sigma, (xhat - denoised) / cur.sigma),))[-4:]
         past = history[::-1]  # newest first
         if self.coefficients == "fixed":
             b = IPNDM_COEFFICIENTS[len(past) - 1]
@@ -82,4 +82,4 @@ class IPNDM(SteppingSolver):
             b = adams_bashforth_weights([s for s, _ in past], cur.sigma, nxt.sigma)
         slope = sum(bj * e for bj, (_, e) in zip(b, past, strict=True))
         x_next = nxt.from_hat(xhat + (nxt.sigma - cur.sigma) * slope)
-        return StepOutput(x_next, x_next, state=nxt, denoised=denoised)
+        return StepOutput(x_next, x_next, denoised=denoised, history=history, cache=nxt)

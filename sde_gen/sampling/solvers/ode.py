@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..._checks import check_choice, check_int, check_positive
+from ..._checks import ArgumentValueError, check_choice, check_int, check_positive
 from ..._utils import time_vector
 from .base import Solver, StepInfo
 from .grids import check_schedule, time_grid
@@ -63,7 +63,7 @@ class ProbabilityFlow(Solver):
     ``atol``) or fixed-grid (``FIXED_METHODS``, taking ``steps`` steps on the grid that
     ``schedule`` names, as the stepping solvers do; an explicit decreasing grid of sampling times
     is run backwards for the likelihood). Adaptive steps are clipped so that no step passes the
-    end time. ``order`` is the method's order.
+    end time. ``convergence_order`` is the method's order.
     """
 
     def __init__(
@@ -79,32 +79,42 @@ class ProbabilityFlow(Solver):
         self.schedule = check_schedule(schedule)
         if not isinstance(self.schedule, str):
             if method not in FIXED_METHODS:
-                raise ValueError(
-                    f"an explicit schedule is only for fixed-grid methods {sorted(FIXED_METHODS)}"
+                raise ArgumentValueError(
+                    "schedule",
+                    schedule,
+                    f"an explicit schedule is only for fixed-grid methods {sorted(FIXED_METHODS)}",
                 )
             n = self.schedule.numel() - 1
             if steps is not None and steps != n:
-                raise ValueError(f"steps={steps} but the explicit schedule has {n + 1} times ({n} steps)")
+                raise ArgumentValueError(
+                    "steps", steps, f"steps={steps} but the explicit schedule has {n + 1} times ({n} steps)"
+                )
             steps = n
         elif schedule != "time_uniform" and method not in FIXED_METHODS:
-            raise ValueError(
+            raise ArgumentValueError(
+                "schedule",
+                schedule,
                 f"schedule={schedule!r} is only for fixed-grid methods {sorted(FIXED_METHODS)}; "
-                f"{method!r} is adaptive and chooses its own steps"
+                f"{method!r} is adaptive and chooses its own steps",
             )
         self.rtol = check_positive("rtol", rtol)
         self.atol = check_positive("atol", atol)
         if method in FIXED_METHODS:
             if steps is None:
-                raise ValueError(f"steps is required for the fixed-grid method {method!r}, got None")
+                raise ArgumentValueError(
+                    "steps", steps, f"steps is required for the fixed-grid method {method!r}, got None"
+                )
             steps = check_int("steps", steps, low=1)
         elif steps is not None:
-            raise ValueError(
+            raise ArgumentValueError(
+                "steps",
+                steps,
                 f"steps={steps!r} is only for fixed-grid methods {sorted(FIXED_METHODS)}; "
-                f"{method!r} is adaptive and is steered by rtol and atol"
+                f"{method!r} is adaptive and is steered by rtol and atol",
             )
         self.steps = steps
         self.options = dict(options or {})
-        self.order = float({**ADAPTIVE_METHODS, **FIXED_METHODS}[method])
+        self.convergence_order = float({**ADAPTIVE_METHODS, **FIXED_METHODS}[method])
 
     @property
     def adaptive(self) -> bool:

@@ -11,7 +11,7 @@ import abc
 
 import torch
 
-from ..._checks import check_int, check_positive
+from ..._checks import ArgumentTypeError, ArgumentValueError, check_int, check_positive
 from ..._utils import batch_broadcast, time_vector
 from ...sdes.base import transition_between
 from .base import StepOutput, SteppingSolver, noise_like
@@ -76,8 +76,7 @@ class AncestralPredictor(Predictor):
         ks, kt = sde.kernel(sv, x), sde.kernel(tv, x)
         a, b, c2 = transition_between(ks, kt)
         var_s, var_t = batch_broadcast(ks.std**2, x), batch_broadcast(kt.std**2, x)
-        score = score_fn(x, tv)
-        x0_hat = (x - kt.shift + var_t * score) / kt.scale
+        x0_hat = kt.tweedie(x, score_fn(x, tv))
         x_mean = (c2 / var_t) * (ks.scale * x0_hat + ks.shift) + (a * var_s / var_t) * (x - b)
         std = (c2 * var_s / var_t).sqrt()
         return x_mean + std * noise_like(x, generator), x_mean
@@ -109,7 +108,7 @@ class _LangevinBase(Corrector):
         self.n_steps = check_int("n_steps", n_steps, low=1)
 
     @abc.abstractmethod
-    def step_size(self, x, score, noise, alpha, std):
+    def step_size_at(self, x, score, noise, alpha, std):
         """Per-sample step size, shape broadcastable to ``x``."""
 
     def __call__(self, sde, score_fn, x, t, t_next, generator=None):
@@ -124,7 +123,7 @@ class _LangevinBase(Corrector):
         for _ in range(self.n_steps):
             score = score_fn(x, tv)
             noise = noise_like(x, generator)
-            step = self.step_size(x, score, noise, alpha, std)
+            step = self.step_size_at(x, score, noise, alpha, std)
             x_mean = x + step * score
             x = x_mean + torch.sqrt(2.0 * step) * noise
         return x, x_mean
@@ -151,7 +150,7 @@ class Langevin(_LangevinBase):
     has O(step) bias, and it is stable in any dimension.
     """
 
-    def step_size(self, x, score, noise, alpha, std):
+    def step_size_at(self, x, score, noise, alpha, std):
         return 2.0 * alpha * (self.snr * std) ** 2
 
 
@@ -161,16 +160,16 @@ class AnnealedLangevin(_LangevinBase):
     ``sigma_ref = 0.01``."""
 
     def __init__(self, step_size: float = 2e-5, sigma_ref: float = 0.01, n_steps: int = 1):
-        self.step_size_ref = check_positive("step_size", step_size)
+        self.step_size = check_positive("step_size", step_size)
         self.sigma_ref = check_positive("sigma_ref", sigma_ref)
         self.n_steps = check_int("n_steps", n_steps, low=1)
 
-    def step_size(self, x, score, noise, alpha, std):
-        return self.step_size_ref * (std / self.sigma_ref) ** 2
+    def step_size_at(self, x, score, noise, alpha, std):
+        return self.step_size * (std / self.sigma_ref) ** 2
 
     def __repr__(self) -> str:
         return (
-            f"AnnealedLangevin(step_size={self.step_size_ref!r}, sigma_ref={self.sigma_ref!r}, "
+            f"AnnealedLangevin(step_size={self.step_size!r}, sigma_ref={self.sigma_ref!r}, "
             f"n_steps={self.n_steps!r})"
         )
 
@@ -186,7 +185,8 @@ class PredictorCorrector(SteppingSolver):
     Weak order 1 (the predictor's).
     """
 
-    order = 1.0
+    convergence_order = 1.0
+    stochastic = True
 
     def __init__(
         self,
@@ -201,7 +201,12 @@ class PredictorCorrector(SteppingSolver):
             "corrector", "none" if corrector is None else corrector, CORRECTORS, Corrector
         )
 
-    def step(self, sde, score_fn, x, t, t_next, *, generator=None, state=None):
+    def nfe(self, steps: int) -> int:
+        """One predictor evaluation per step and one per corrector step."""
+        return steps * (1 + getattr(self.corrector, "n_steps", 0))
+
+    def update(self, sde, score_fn, x, state, *, generator=None):
+        t, t_next = state.t, state.t_next
         x, _ = self.corrector(sde, score_fn, x, t, t_next, generator)
         x, x_mean = self.predictor(sde, score_fn, x, t, t_next, generator)
         return StepOutput(x, x_mean)
@@ -219,8 +224,12 @@ def _resolve(name, value, registry, base):
     """An instance of ``base``, or the default instance of a registered name."""
     if isinstance(value, str):
         if value not in registry:
-            raise ValueError(f"{name} must be one of {sorted(registry)} or a {base.__name__}, got {value!r}")
+            raise ArgumentValueError(
+                name, value, f"{name} must be one of {sorted(registry)} or a {base.__name__}, got {value!r}"
+            )
         return registry[value]()
     if not isinstance(value, base):
-        raise TypeError(f"{name} must be a {base.__name__} or one of {sorted(registry)}, got {value!r}")
+        raise ArgumentTypeError(
+            name, value, f"{name} must be a {base.__name__} or one of {sorted(registry)}, got {value!r}"
+        )
     return value

@@ -21,7 +21,7 @@ import torch
 
 from ..._checks import check_choice
 from .base import StepOutput, SteppingSolver
-from .exponential import init_multistep, phi, step_order, step_state, step_terms
+from .exponential import init_multistep, phi, step_order, step_terms
 from .variables import denoise, from_hat, to_hat
 
 __all__ = ["UniPC", "VARIANTS"]
@@ -51,9 +51,10 @@ class UniPC(SteppingSolver):
     Each step predicts with UniP-p from the last ``p`` denoiser values, evaluates the denoiser at
     the prediction (the one evaluation of the step, reused by the next one) and corrects with UniC-p;
     the last step is not corrected (nothing would reuse its evaluation), so ``steps`` steps cost
-    ``steps`` evaluations. ``order`` p in 1, 2, 3 (``steps >= order``); the corrector raises the
-    order of accuracy to ``p + 1`` (the paper's claim; we measure slopes 2, 3, 4 for p = 1, 2, 3),
-    which is the declared ``order`` (so ``UniPC(order=2).order == 3``).
+    ``steps`` evaluations. ``order`` p in 1, 2, 3 (``steps >= order``) is the paper's UniPC-p, the
+    number of denoiser values the predictor combines (``UniPC(order=2).order == 2``); the corrector
+    raises the order of accuracy to ``p + 1`` (the paper's claim; we measure slopes 2, 3, 4 for
+    p = 1, 2, 3), which is the declared ``convergence_order``.
     The first steps use lower orders (warm start); with ``lower_order_final`` and fewer than 10
     steps, so do the last ones. ``variant``: ``"bh1"`` (``B(h) = h``) or ``"bh2"``
     (``B(h) = 1 - e^{-h}``; UniP-2 with bh2 is DPM-Solver++(2M)).
@@ -69,24 +70,19 @@ class UniPC(SteppingSolver):
     ):
         init_multistep(self, order, (1, 2, 3), lower_order_final)
         self.variant = check_choice("variant", variant, VARIANTS)
-        self.order = float(self.solver_order + 1)
+        self.convergence_order = float(self.order + 1)
         super().__init__(steps, schedule)
 
-    def __repr__(self) -> str:
-        return (
-            f"UniPC(steps={self.steps}, order={self.solver_order}, variant={self.variant!r}, "
-            f"schedule={self.schedule!r}, lower_order_final={self.lower_order_final})"
-        )
+    #: the next step reuses the evaluation at this step's prediction
+    keeps_history = True
 
-    def step(self, sde, score_fn, x, t, t_next, *, generator=None, state=None):
-        state = step_state(state, t, t_next)
-        lam, lam_next, k, k_next, carry = step_terms(sde, state, x, t, t_next)
-        hist = state.history
-        if not hist:  # the first step evaluates at x_T; later ones reuse the previous evaluation
-            hist.append((lam, denoise(score_fn, x, t, k)))
-        del hist[: -self.solver_order]
+    def update(self, sde, score_fn, x, state, *, generator=None):
+        t_next = state.t_next
+        lam, lam_next, k, k_next, carry = step_terms(sde, state, x)
+        # the first step evaluates at x_T; later ones reuse the previous evaluation
+        hist = (state.history or ((lam, denoise(score_fn, x, state.t, k)),))[-self.order :]
         d0 = hist[-1][1]
-        p = step_order(self.solver_order, state, len(hist), self.lower_order_final)
+        p = step_order(self.order, state, len(hist), self.lower_order_final)
         h = lam_next - lam
         b_h = VARIANTS[self.variant](h)
         rs = [(lm - lam) / h for lm, _ in hist[-p:-1]]  # the p - 1 previous points, r < 0
@@ -98,11 +94,11 @@ class UniPC(SteppingSolver):
             pred = base + b_h * sum(w * dd for w, dd in zip(unipc_weights(rs, h, b_h), diffs, strict=True))
         x_pred = from_hat(pred, k_next)
         if state.steps_left == 0:
-            return StepOutput(x_pred, x_pred, state=carry, denoised=d0)
+            return StepOutput(x_pred, x_pred, denoised=d0, history=hist, cache=carry)
         # UniC-p: one evaluation at the prediction, kept for the next step
         d_new = denoise(score_fn, x_pred, t_next, k_next)
-        hist.append((lam_next, d_new))
         rho = unipc_weights(rs + [1.0], h, b_h)
         corr = base + b_h * sum(w * dd for w, dd in zip(rho, diffs + [d_new - d0], strict=True))
         x_new = from_hat(corr, k_next)
-        return StepOutput(x_new, x_new, state=carry, denoised=d0)
+        history = (hist + ((lam_next, d_new),))[-self.order :]
+        return StepOutput(x_new, x_new, denoised=d0, history=history, cache=carry)

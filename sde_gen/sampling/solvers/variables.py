@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import torch
 
-from ..._utils import batch_broadcast, time_vector
+from ..._utils import time_vector
 
-__all__ = ["kernel_at", "to_hat", "from_hat", "denoise", "EDMVariables"]
+__all__ = ["kernel_at", "to_hat", "from_hat", "denoise", "GridPoint"]
 
 
 def kernel_at(sde, t: float, x: torch.Tensor):
@@ -28,34 +28,35 @@ def from_hat(xhat: torch.Tensor, k) -> torch.Tensor:
 
 
 def denoise(score_fn, x: torch.Tensor, t: float, k) -> torch.Tensor:
-    """Tweedie's ``D = E[x_0 | x_t = x] = (x - shift + std^2 score) / scale`` (``SDE.tweedie`` with
-    the kernel ``k`` at ``t`` already at hand), from one evaluation of ``score_fn``."""
-    score = score_fn(x, time_vector(t, x))
-    return (x - k.shift + batch_broadcast(k.std**2, x) * score) / k.scale
+    """Tweedie's ``D = E[x_0 | x_t = x]`` (:meth:`~sde_gen.sdes.base.KernelCoefficients.tweedie`
+    with the kernel ``k`` at ``t`` already at hand), from one evaluation of ``score_fn``."""
+    return k.tweedie(x, score_fn(x, time_vector(t, x)))
 
 
-class EDMVariables:
-    """The map between ``x`` at time ``t`` and EDM's ``(xhat, sigma)`` for one SDE and one time."""
+class GridPoint:
+    """The variables at one time ``t`` of a solve: the kernel ``k`` shaped for ``x``, EDM's noise
+    level ``sigma = sigma_hat(t)`` and, for the exponential integrators, ``lams``, the half log-SNR
+    of the whole grid (computed once per solve and handed on). A step returns the one at its end
+    as the state's ``cache``; the next step reuses it (:meth:`at`). Not changed once made."""
 
-    def __init__(self, sde, t: float, like: torch.Tensor):
+    def __init__(self, sde, t: float, like: torch.Tensor, *, sigma: float | None = None, lams=None):
         self.t = t
-        self.tv = time_vector(t, like)
-        self.k = sde.kernel(self.tv, like)
-        self.scale = self.k.scale
-        self.sigma = float(sde.sigma_hat(torch.tensor([t], dtype=torch.float64)))
+        self.k = sde.kernel(time_vector(t, like), like)
+        if sigma is None:
+            sigma = float(sde.sigma_hat(torch.tensor([t], dtype=torch.float64)))
+        self.sigma = sigma
+        self.lams = lams
 
     @classmethod
-    def at(cls, sde, t: float, like: torch.Tensor, state=None) -> EDMVariables:
-        """The variables at ``t``, reused from ``state.carry`` when the previous step ended at ``t``."""
-        carry = None if state is None else state.carry
-        if (
-            isinstance(carry, cls)
-            and carry.t == t
-            and carry.scale.shape == like.shape
-            and carry.scale.dtype == like.dtype
-        ):
-            return carry
-        return cls(sde, t, like)
+    def at(cls, sde, t: float, like: torch.Tensor, cache=None, lams=None) -> GridPoint:
+        """The variables at ``t``: ``cache`` itself when it is a point at ``t`` for tensors like
+        ``like`` (the previous step's end), else made anew (keeping ``cache.lams``)."""
+        if isinstance(cache, cls):
+            k = cache.k.scale
+            if cache.t == t and k.shape == like.shape and k.dtype == like.dtype and k.device == like.device:
+                return cache
+            lams = cache.lams if lams is None else lams
+        return cls(sde, t, like, lams=lams)
 
     def to_hat(self, x: torch.Tensor) -> torch.Tensor:
         return to_hat(x, self.k)
@@ -63,6 +64,6 @@ class EDMVariables:
     def from_hat(self, xhat: torch.Tensor) -> torch.Tensor:
         return from_hat(xhat, self.k)
 
-    def denoise(self, sde, score_fn, x: torch.Tensor) -> torch.Tensor:
+    def denoise(self, score_fn, x: torch.Tensor) -> torch.Tensor:
         """Tweedie's ``D(x, t) = E[x_0 | x_t = x]``: one score evaluation."""
         return denoise(score_fn, x, self.t, self.k)
