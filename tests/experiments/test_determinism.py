@@ -171,8 +171,8 @@ def test_run_py_same_seed_same_samples_and_bits_per_dim(tmp_path):
 
     ma, sa, pa, da = job("a", 7)
     mb, sb, pb, db = job("bb", 7)
-    # sample.num=8 for the picture; as many as the 300 held-out images for the quality metrics.
-    assert sa.shape == (300, 1, 8, 8) and torch.isfinite(sa).all()
+    # One draw: the preset's 100 scored samples (metrics.num), whose first sample.num=8 make the picture.
+    assert sa.shape == (100, 1, 8, 8) and torch.isfinite(sa).all()
     assert torch.equal(sa, sb)
     assert (da / "samples.pt").read_bytes() == (db / "samples.pt").read_bytes()
     assert pa.keys() == pb.keys() and all(torch.equal(pa[k], pb[k]) for k in pa)
