@@ -76,7 +76,11 @@ class Batches:
                 f"batch_size must be <= {n}, the number of items in data (a larger batch would repeat "
                 f"items), got {self.batch_size}",
             )
-        self.transform = transform and check_callable("transform", transform, "transform(batch, generator)")
+        self.transform = (
+            None
+            if transform is None
+            else check_callable("transform", transform, "transform(batch, generator)")
+        )
         self.seed = check_int("seed", seed, low=0)
         self.generator = torch.Generator().manual_seed(self.seed)
         self.perm = torch.randperm(n, generator=self.generator)

@@ -108,7 +108,9 @@ class Trainer:
         self._shard = slice(*dist.shard_range(self.data.batch_size))
         self.optimizer = self._build_optimizer(optimizer)
         self._base_lrs = [group["lr"] for group in self.optimizer.param_groups]
-        self.lr_schedule = lr_schedule and check_callable("lr_schedule", lr_schedule, "lr_schedule(step)")
+        self.lr_schedule = (
+            None if lr_schedule is None else check_callable("lr_schedule", lr_schedule, "lr_schedule(step)")
+        )
         self.ema = EMA(model, ema) if ema is not None and not isinstance(ema, EMA) else ema
         self.grad_clip = None if grad_clip is None else check_positive("grad_clip", grad_clip)
         self.accumulate = check_int("accumulate", accumulate, low=1)
