@@ -87,6 +87,17 @@ class _StandIn(types.ModuleType):
         return sorted(set().union(*(dir(importlib.import_module(new)) for new in MOVED[self.__name__])))
 
 
+class _Namespace(types.ModuleType):
+    """The ``sde_gen`` package. Importing an old path binds it on its parent (``sde_gen.inverse``);
+    where that name is public (``sg.inverse``, ``sg.dequantization``, ``sg.metrics``), the public name
+    keeps the new module instead of turning into the stand-in."""
+
+    def __setattr__(self, name: str, value) -> None:
+        if isinstance(value, _StandIn) and name in self.__dict__.get("__all__", ()):
+            return
+        super().__setattr__(name, value)
+
+
 class _Loader(importlib.abc.Loader):
     def create_module(self, spec):
         module = _StandIn(spec.name)
@@ -116,3 +127,6 @@ def install() -> None:
     """Put the finder for old paths at the end of ``sys.meta_path`` (once): real modules win."""
     if not any(isinstance(f, _Finder) for f in sys.meta_path):
         sys.meta_path.append(_Finder())
+    package = sys.modules["sde_gen"]
+    if type(package) is types.ModuleType:
+        package.__class__ = _Namespace

@@ -19,7 +19,7 @@ from test_kill_resume import assert_identical
 import sde_gen as sg
 
 HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
+ROOT = HERE.parents[1]
 
 
 def torchrun(*args, nproc=2, cwd=None, timeout=300):
