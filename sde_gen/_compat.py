@@ -97,6 +97,11 @@ class _Namespace(types.ModuleType):
             return
         super().__setattr__(name, value)
 
+    def __reduce__(self):
+        # Pickled by name, as a plain module is (cloudpickle, used by the Hydra launchers, looks modules
+        # up by exact type, so a subclass needs to say how).
+        return importlib.import_module, (self.__name__,)
+
 
 class _Loader(importlib.abc.Loader):
     def create_module(self, spec):

@@ -64,6 +64,16 @@ def test_an_old_path_leaves_the_public_name_of_the_same_spelling_alone(old):
         assert getattr(sg, name).__name__ == MOVED[old][0]
 
 
+def test_the_package_pickles_by_name_like_any_module():
+    # The Hydra launchers cloudpickle the task function with its globals, `sg` among them.
+    import pickle
+
+    import cloudpickle
+
+    assert pickle.loads(pickle.dumps(sg)) is sg
+    assert cloudpickle.loads(cloudpickle.dumps(sg)) is sg
+
+
 def test_new_modules_import_without_warnings():
     with warnings.catch_warnings():
         warnings.simplefilter("error", DeprecationWarning)
