@@ -147,9 +147,22 @@ class ScoreCheck:
         """The same count as ``nfe``, under the name guidance wrappers read."""
         return self.nfe
 
+    @property
+    def offers_denoise(self) -> bool:
+        """Whether the wrapped function has ``denoise(x, t, **cond)`` (a :class:`~sde_gen.ScoreModel`
+        does): the samplers then take ``E[x_0 | x_t]`` from it directly."""
+        return callable(getattr(self.score_fn, "denoise", None))
+
+    def denoise(self, x: torch.Tensor, t: torch.Tensor, **cond) -> torch.Tensor:
+        """The wrapped function's ``denoise``, checked and counted like a call."""
+        return self._checked(self.score_fn.denoise, x, t, cond)
+
     def __call__(self, x: torch.Tensor, t: torch.Tensor, **cond) -> torch.Tensor:
+        return self._checked(self.score_fn, x, t, cond)
+
+    def _checked(self, fn, x: torch.Tensor, t: torch.Tensor, cond: dict) -> torch.Tensor:
         before = getattr(self.score_fn, "network_calls", None)
-        out = self.score_fn(x, t, **({**self.cond, **cond} if cond else self.cond))
+        out = fn(x, t, **({**self.cond, **cond} if cond else self.cond))
         out = check_score_output(out, x)
         if self.check_finite or self._calls == 0:
             check_finite("score_fn output", out, t)

@@ -1,4 +1,5 @@
-"""Models: :class:`ScoreModel` (a network as a score function, ``score.py``), noise-conditional
+"""Models: :class:`ScoreModel` (a network as a score function, ``score.py``), what the network
+predicts (``parameterizations.py``: noise, score, data, v, flow, EDM's preconditioning), noise-conditional
 networks ``net(x, t) -> tensor shaped like x`` (``t`` of shape ``(B,)``; class-conditional with
 ``num_classes``: ``net(x, t, y=labels)``) and noise-conditional classifiers ``p(y | x_t, t)``."""
 
@@ -10,12 +11,31 @@ from .embeddings import (
     make_time_embedding,
 )
 from .mlp import MLP
-from .score import PARAMETERIZATIONS, ScoreModel
+from .parameterizations import (
+    PARAMETERIZATIONS,
+    DataPrediction,
+    EDMPreconditioning,
+    FlowPrediction,
+    NoisePrediction,
+    Parameterization,
+    ScorePrediction,
+    VPrediction,
+    parameterization,
+)
+from .score import ScoreModel
 from .unet import UNet
 
 __all__ = [
     "ScoreModel",
     "PARAMETERIZATIONS",
+    "Parameterization",
+    "NoisePrediction",
+    "ScorePrediction",
+    "DataPrediction",
+    "VPrediction",
+    "FlowPrediction",
+    "EDMPreconditioning",
+    "parameterization",
     "MLP",
     "UNet",
     "ConvClassifier",

@@ -6,6 +6,8 @@
 - ``ema.py``: the exponential moving average of the weights, with warm-up;
 - ``schedules.py``: learning-rate schedules;
 - ``losses.py``: ``DSMLoss`` (weighting and time sampler as replaceable parts), ``dsm_loss``;
+- ``weightings.py``: the weightings of the noise levels (std2, likelihood, min-SNR, EDM, sigmoid);
+- ``noise_levels.py``: the time samplers (uniform, importance, log-normal, logit-normal);
 - ``classifier_loss.py``: ``ClassifierLoss`` for noise-conditional classifiers;
 - ``callbacks.py``: progress, periodic evaluation, the base class loggers derive from.
 
@@ -16,19 +18,28 @@ from .batches import Batches
 from .callbacks import Callback, PeriodicEval, ProgressBar, ProgressPrinter
 from .classifier_loss import AccuracyCurve, ClassifierLoss, classifier_accuracy
 from .ema import EMA
-from .losses import (
-    WEIGHTINGS,
-    DSMDraws,
-    DSMLoss,
+from .losses import DSMDraws, DSMLoss, dsm_loss
+from .noise_levels import (
+    TIME_SAMPLERS,
     ImportanceSampler,
+    LogitNormalTime,
+    LogNormalNoise,
     UniformTime,
-    dsm_loss,
-    likelihood_weighting,
-    std2_weighting,
+    time_sampler,
 )
 from .nonfinite import NONFINITE, NonFinite
 from .schedules import WarmupCosine
 from .trainer import Trainer
+from .weightings import (
+    WEIGHTINGS,
+    EDMWeighting,
+    MinSNRWeighting,
+    SigmoidWeighting,
+    Weighting,
+    likelihood_weighting,
+    std2_weighting,
+    weighting,
+)
 
 __all__ = [
     "Trainer",
@@ -47,8 +58,17 @@ __all__ = [
     "WEIGHTINGS",
     "std2_weighting",
     "likelihood_weighting",
+    "Weighting",
+    "MinSNRWeighting",
+    "EDMWeighting",
+    "SigmoidWeighting",
+    "weighting",
     "UniformTime",
     "ImportanceSampler",
+    "LogNormalNoise",
+    "LogitNormalTime",
+    "TIME_SAMPLERS",
+    "time_sampler",
     "ClassifierLoss",
     "classifier_accuracy",
     "AccuracyCurve",

@@ -2,13 +2,16 @@
 
     L(theta) = E_t E_{x_0} E_{x_t | x_0} [ lambda(t) || s_theta(x_t, t) - grad log p_0t(x_t | x_0) ||^2 / 2 ],
 
-with ``t ~ U(eps, T)``, ``x_t = mean + std z`` and ``grad log p_0t = -z / std``. Two weightings:
-
-- ``"std2"``: ``lambda = std(t)^2``, the reference default, ``|| std s + z ||^2 / 2``;
-- ``"likelihood"``: ``lambda = g(t)^2``, which makes L an upper bound on the KL divergence
-  (Song, Durkan, Murray & Ermon 2021, Thm. 1). With ``importance_sampling=True`` the time is
-  drawn from ``p(t) ~ g(t)^2 / std(t)^2`` instead, so that ``lambda ||.||^2 / p(t)`` has far lower
-  variance (their Sec. 5); the estimator's mean is unchanged.
+with ``t ~ U(eps, T)``, ``x_t = mean + std z`` and ``grad log p_0t = -z / std``. It is computed in
+one set of units, the noise units ``w(t) || std s_theta + z ||^2 / 2`` with ``w = lambda / std^2``,
+whatever the network predicts (:mod:`sde_gen.models.parameterizations`): the parameterisation
+changes the network's target, never the objective. The weightings (``weightings.py``): ``std2``
+(the reference default), ``likelihood`` (``lambda = g^2``, an upper bound on the KL divergence,
+Song, Durkan, Murray & Ermon 2021, Thm. 1), ``min_snr``, ``edm``, ``sigmoid``. The times
+(``noise_levels.py``): uniform, likelihood importance sampling (``importance_sampling=True``:
+``p(t) ~ g^2 / std^2``, the mean unchanged, its variance far lower, their Sec. 5), EDM's
+log-normal noise levels or logit-normal times. :meth:`DSMLoss.effective_weighting` gives what the
+weighting and the sampler make together over the log-SNR, to compare objectives (Kingma & Gao 2023).
 
 The loss is a small object, :class:`DSMLoss` ``(model, batch) -> per-example loss``, built from
 its SDE, a weighting and a time sampler (both replaceable: any ``weighting(sde, t, std) ->
@@ -40,6 +43,10 @@ from .._checks import (
 )
 from .._utils import batch_broadcast, batch_sum
 from ..sdes.base import check_sde
+from .noise_levels import ImportanceSampler, UniformTime
+from .noise_levels import time_sampler as make_time_sampler
+from .weightings import WEIGHTINGS, likelihood_weighting, std2_weighting
+from .weightings import weighting as make_weighting
 
 __all__ = [
     "DSMLoss",
@@ -52,91 +59,6 @@ __all__ = [
     "likelihood_weighting",
     "WEIGHTINGS",
 ]
-
-
-def std2_weighting(sde, t: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-    """``lambda = std^2``: the factor ``lambda / std^2`` is 1 (the reference's default)."""
-    return torch.ones_like(t)
-
-
-def likelihood_weighting(sde, t: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-    """``lambda = g^2`` (Song, Durkan et al. 2021): the factor is ``g(t)^2 / std(t)^2``."""
-    return sde.diffusion(t) ** 2 / std**2
-
-
-#: The weightings by name: ``weighting(sde, t, std) -> lambda(t) / std(t)^2``, shape ``(B,)``.
-WEIGHTINGS = {"std2": std2_weighting, "likelihood": likelihood_weighting}
-
-
-class UniformTime:
-    """``t ~ U(eps, T)``: ``sample`` returns the times and ``None`` for the weights."""
-
-    def __init__(self, sde, eps: float):
-        check_sde(sde)
-        self.T = sde.T
-        self.eps = check_eps(eps, sde.T)
-
-    def __repr__(self) -> str:
-        return f"UniformTime(eps={self.eps}, T={self.T})"
-
-    def sample(self, n: int, *, generator=None, dtype=torch.float32, device=None):
-        t = self.eps + (self.T - self.eps) * torch.rand(n, generator=generator, dtype=dtype, device=device)
-        return t, None
-
-
-class ImportanceSampler:
-    """Draws ``t`` in ``[eps, T]`` with density ``p(t) = w(t) / Z``, ``w = g^2 / std^2``, for any SDE.
-
-    ``w`` is tabulated on a grid uniform in ``log t`` (``w ~ 1/t`` near 0 for VP and VE), integrated
-    with the trapezoid rule, and inverted by linear interpolation of the cumulative integral.
-    ``sample`` returns the times and their weights ``1 / (p(t) (T - eps))`` from the same
-    piecewise-linear density, so that ``E_p[f(t) w(t)]`` is the mean of ``f`` over uniform times
-    exactly for the tabulated density.
-    """
-
-    def __init__(self, sde, eps: float, grid: int = 4096):
-        check_sde(sde)
-        self.T = sde.T
-        self.eps = check_eps(eps, sde.T)
-        grid = check_int("grid", grid, low=16)
-        t = torch.logspace(
-            torch.log10(torch.tensor(self.eps)), torch.log10(torch.tensor(sde.T)), grid, dtype=torch.float64
-        )
-        t[0], t[-1] = self.eps, sde.T
-        std = sde.marginal(torch.zeros(grid, 1, dtype=torch.float64), t)[1]
-        w = sde.diffusion(t) ** 2 / std**2
-        if not bool(torch.isfinite(w).all()) or bool((w <= 0).any()):
-            raise ValueError("importance sampling needs g(t)^2 / std(t)^2 finite and > 0 on [eps, T]")
-        cdf = torch.cat([w.new_zeros(1), torch.cumsum(0.5 * (w[1:] + w[:-1]) * t.diff(), 0)])
-        self._t, self._w, self._cdf = t, w, cdf
-        self.Z = float(cdf[-1])
-        self._cache: dict = {}
-
-    def _tables(self, like: torch.Tensor):
-        key = (like.dtype, like.device)
-        if key not in self._cache:
-            self._cache[key] = tuple(
-                v.to(dtype=like.dtype, device=like.device) for v in (self._t, self._w, self._cdf)
-            )
-        return self._cache[key]
-
-    def sample(
-        self, n: int, *, generator=None, dtype=torch.float32, device=None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``n`` times and their weights ``1 / (p(t) (T - eps))``, relative to uniform times."""
-        like = torch.empty(0, dtype=dtype, device=device)
-        t, w, cdf = self._tables(like)
-        u = torch.rand(n, generator=generator, dtype=dtype, device=device) * cdf[-1]
-        i = torch.searchsorted(cdf, u, right=True).clamp(1, cdf.numel() - 1) - 1
-        # Inside cell i the density is linear, w(t) = w_i + k (t - t_i): solve the quadratic for t.
-        dt = t[i + 1] - t[i]
-        k = (w[i + 1] - w[i]) / dt
-        r = u - cdf[i]
-        disc = (w[i] ** 2 + 2 * k * r).clamp_min(0)
-        step = torch.where(k.abs() * dt > 1e-12 * w[i], (disc.sqrt() - w[i]) / k, r / w[i])
-        ts = t[i] + step.clamp(min=torch.zeros_like(dt), max=dt)
-        dens = (w[i] + k * (ts - t[i])) / cdf[-1]
-        return ts, 1.0 / dens / (self.T - self.eps)
 
 
 class DSMDraws(NamedTuple):
@@ -161,13 +83,16 @@ class DSMLoss:
 
     Args:
         sde: the forward SDE.
-        weighting: ``"std2"``, ``"likelihood"`` or a callable ``weighting(sde, t, std) -> lambda(t)
-            / std(t)^2`` of shape ``(B,)``.
+        weighting: a name in :data:`~sde_gen.WEIGHTINGS` (``"std2"``, ``"likelihood"``,
+            ``"min_snr"``, ``"edm"``, ``"sigmoid"``, with their default settings; :func:`sde_gen.weighting`
+            for others) or a callable ``weighting(sde, t, std) -> lambda(t) / std(t)^2`` of shape ``(B,)``.
         importance_sampling: draw ``t`` from ``p(t) ~ g^2 / std^2`` (:class:`ImportanceSampler`);
             only with ``weighting="likelihood"``, whose variance it reduces.
-        time_sampler: any time distribution instead (an object with ``eps`` and ``sample(n,
-            generator=, dtype=, device=) -> (t, w)``, ``w`` the weights relative to uniform times
-            or ``None``); its ``eps`` is then the loss's.
+        time_sampler: a name in :data:`~sde_gen.TIME_SAMPLERS` (``"uniform"``, ``"importance"``,
+            ``"log_normal"``, ``"logit_normal"``, built for ``sde`` and ``eps``), or any time
+            distribution (an object with ``eps`` and ``sample(n, generator=, dtype=, device=) ->
+            (t, w)``, ``w`` the weights relative to uniform times or ``None``; its ``eps`` is then
+            the loss's).
         eps: the smallest time.
         p_uncond: the probability of replacing each label ``y`` by ``null_label`` (label dropout for
             classifier-free guidance, Ho & Salimans 2021); 0 leaves the labels alone.
@@ -199,19 +124,25 @@ class DSMLoss:
                 p_uncond,
                 f"p_uncond={p_uncond} > 0 needs null_label, the null label K of a network with K classes",
             )
-        if isinstance(weighting, str) or not callable(weighting):
-            check_choice("weighting", weighting, set(WEIGHTINGS))
+        self._weight = make_weighting(weighting)
         self.weighting = weighting
-        self._weight = WEIGHTINGS[weighting] if isinstance(weighting, str) else weighting
         if not isinstance(importance_sampling, bool):
             raise ArgumentTypeError(
                 "importance_sampling",
                 importance_sampling,
                 f"importance_sampling must be a bool, got {importance_sampling!r}",
             )
+        if isinstance(time_sampler, str):
+            if importance_sampling:
+                raise ArgumentValueError(
+                    "time_sampler", time_sampler, "pass importance_sampling=True or a time_sampler, not both"
+                )
+            time_sampler = make_time_sampler(time_sampler, sde, check_eps(eps, sde.T))
         if time_sampler is not None:
             if importance_sampling:
-                raise ValueError("pass importance_sampling=True or a time_sampler, not both")
+                raise ArgumentValueError(
+                    "time_sampler", time_sampler, "pass importance_sampling=True or a time_sampler, not both"
+                )
             if not (hasattr(time_sampler, "sample") and hasattr(time_sampler, "eps")):
                 raise ArgumentTypeError(
                     "time_sampler",
@@ -222,11 +153,12 @@ class DSMLoss:
             self.eps = check_eps(time_sampler.eps, sde.T)
         else:
             self.eps = check_eps(eps, sde.T)
-            if importance_sampling and weighting != "likelihood":
+            if importance_sampling and self._weight is not likelihood_weighting:
                 raise ArgumentValueError(
                     "importance_sampling",
                     importance_sampling,
-                    f"importance_sampling=True needs weighting='likelihood', got weighting={weighting!r}",
+                    f"importance_sampling=True needs weighting='likelihood', got weighting="
+                    f"{getattr(self._weight, 'name', weighting)!r}",
                 )
             time_sampler = (
                 ImportanceSampler(sde, self.eps) if importance_sampling else UniformTime(sde, self.eps)
@@ -234,11 +166,8 @@ class DSMLoss:
         self.time_sampler = time_sampler
 
     def __repr__(self) -> str:
-        w = (
-            self.weighting
-            if isinstance(self.weighting, str)
-            else getattr(self.weighting, "__name__", "custom")
-        )
+        w = getattr(self._weight, "name", None) or getattr(self._weight, "__name__", "custom")
+        w = w if type(self._weight) in (type(std2_weighting), type(likelihood_weighting)) else self._weight
         drop = f", p_uncond={self.p_uncond}, null_label={self.null_label}" if self.p_uncond else ""
         return f"DSMLoss(weighting={w!r}, time_sampler={self.time_sampler!r}{drop})"
 
@@ -293,9 +222,36 @@ class DSMLoss:
         score = check_score_output(model(x_t, t, **cond) if cond else model(x_t, t), x_t)
         # ||s + z / std||^2 = ||std s + z||^2 / std^2
         loss = 0.5 * batch_sum((std_b * score + z) ** 2)
-        if self.weighting != "std2":
+        if self._weight is not std2_weighting:
             loss = self._weight(self.sde, t, std) * loss
         return loss if w is None else loss * w
+
+    def effective_weighting(self, log_snr) -> torch.Tensor:
+        """``W(l)`` over the log-SNR ``l = -2 log sigma_hat``: the loss's mean is ``integral W(l)
+        E[||eps_theta - z||^2 / 2 | l] dl``, so ``W`` is what an objective weighs each noise level
+        by, the sampling density included (Kingma & Gao 2023's ``w(lambda)``; the ELBO's is flat).
+        ``W = w(t) p(t) / (-dl/dt)`` with ``-dl/dt = g^2 / std^2``, ``p`` the sampler's density, or
+        ``1 / (T - eps)`` for a sampler whose weights keep the objective of uniform times. 0 outside
+        ``[eps, T]``; float64, shaped like ``log_snr``."""
+        lam = torch.as_tensor(log_snr, dtype=torch.float64)
+        flat = lam.reshape(-1)
+        lo, hi = (
+            float(v) for v in self.sde.sigma_hat(torch.tensor([self.eps, self.sde.T], dtype=torch.float64))
+        )
+        sigma = torch.exp(-flat / 2)
+        inside = (sigma >= lo * (1 - 1e-12)) & (sigma <= hi * (1 + 1e-12))
+        t = self.sde.t_from_sigma_hat(sigma.clamp(lo, hi)).clamp(self.eps, self.sde.T)
+        std = self.sde.marginal(torch.zeros(t.shape[0], 1, dtype=torch.float64), t)[1]
+        w = self._weight(self.sde, t, std)
+        sampler = self.time_sampler
+        if getattr(sampler, "reweight", False) or isinstance(sampler, UniformTime):
+            p = torch.full_like(t, 1.0 / (self.sde.T - self.eps))
+        elif hasattr(sampler, "density"):
+            p = sampler.density(t)
+        else:
+            raise TypeError(f"effective_weighting needs the time sampler's density(t); {sampler!r} has none")
+        dl_dt = self.sde.diffusion(t) ** 2 / std**2
+        return torch.where(inside, w * p / dl_dt, torch.zeros_like(t)).reshape(lam.shape)
 
     def _drop_labels(self, cond: dict, drop: torch.Tensor | None, batch: int) -> dict:
         """``cond`` with ``y`` set to ``null_label`` where ``drop``."""

@@ -180,10 +180,14 @@ def test_a_time_sampler_is_replaceable_and_keeps_the_mean():
 
 def test_bad_dsm_loss_object_arguments():
     sde = sg.VPSDE()
-    with pytest.raises(ValueError, match=r"^weighting must be one of \['likelihood', 'std2'\], got 'l1'"):
+    names = r"\['edm', 'likelihood', 'min_snr', 'sigmoid', 'std2'\]"
+    with pytest.raises(ValueError, match=rf"^weighting must be one of {names}, got 'l1'"):
         sg.DSMLoss(sde, "l1")
-    with pytest.raises(ValueError, match=r"^importance_sampling=True needs weighting='likelihood'"):
+    needs = r"^importance_sampling=True needs weighting='likelihood', got weighting="
+    with pytest.raises(ValueError, match=needs + "'std2'$"):
         sg.DSMLoss(sde, "std2", importance_sampling=True)
+    with pytest.raises(ValueError, match=r"got weighting='min_snr'$"):
+        sg.DSMLoss(sde, sg.MinSNRWeighting(5.0), importance_sampling=True)
     with pytest.raises(TypeError, match=r"^time_sampler must have eps and sample"):
         sg.DSMLoss(sde, time_sampler=object())
     with pytest.raises(ValueError, match="not both"):

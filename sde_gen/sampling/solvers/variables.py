@@ -27,10 +27,22 @@ def from_hat(xhat: torch.Tensor, k) -> torch.Tensor:
     return k.scale * xhat + k.shift
 
 
+def offers_denoise(score_fn) -> bool:
+    """Whether ``score_fn`` gives ``denoise(x, t)`` itself (a :class:`~sde_gen.ScoreModel`, also
+    inside a :class:`~sde_gen.ScoreCheck`)."""
+    offers = getattr(score_fn, "offers_denoise", None)
+    return offers if isinstance(offers, bool) else callable(getattr(score_fn, "denoise", None))
+
+
 def denoise(score_fn, x: torch.Tensor, t: float, k) -> torch.Tensor:
-    """Tweedie's ``D = E[x_0 | x_t = x]`` (:meth:`~sde_gen.sdes.base.KernelCoefficients.tweedie`
-    with the kernel ``k`` at ``t`` already at hand), from one evaluation of ``score_fn``."""
-    return k.tweedie(x, score_fn(x, time_vector(t, x)))
+    """``D = E[x_0 | x_t = x]`` from one evaluation: ``score_fn.denoise`` where the model offers it
+    (it predicts ``D``, or something from which ``D`` is exact, with no detour through the score),
+    else Tweedie's formula (:meth:`~sde_gen.sdes.base.KernelCoefficients.tweedie`, with the kernel
+    ``k`` at ``t`` already at hand)."""
+    tv = time_vector(t, x)
+    if offers_denoise(score_fn):
+        return score_fn.denoise(x, tv)
+    return k.tweedie(x, score_fn(x, tv))
 
 
 class GridPoint:
