@@ -55,9 +55,10 @@ def _schema(name: str, **types) -> type:
 
 TrainConfig = _schema(
     "TrainConfig", steps=int, batch_size=int, lr=float, warmup=int, cosine_decay=bool, grad_clip=Floatn,
-    accumulate=int, ema_decay=float, ema_warmup=bool, weighting=str, importance_sampling=bool,
-    parameterization=str, eps=float, ckpt_every=Intn, keep=int, nonfinite=str, max_skips=int,
-    eval_every=Intn, eval_n=int, p_uncond=float,
+    accumulate=int, ema_decay=float, ema_warmup=bool, parameterization=str, weighting=str,
+    min_snr_gamma=float, sigmoid_bias=float, sigma_data=float, time_sampler=str, time_sampler_loc=Floatn,
+    time_sampler_scale=Floatn, importance_sampling=bool, eps=float, ckpt_every=Intn, keep=int,
+    nonfinite=str, max_skips=int, eval_every=Intn, eval_n=int, p_uncond=float,
 )  # fmt: skip
 SampleConfig = _schema("SampleConfig", _target_=str, num=int, eps=float, w=float, interval=Any)
 LikelihoodConfig = _schema(
@@ -99,7 +100,6 @@ class ConfigError(ValueError):
 
 def _bad(key: str, value, allowed: str) -> ConfigError:
     return ConfigError(f"{key}={value!r} is not allowed: {allowed}")
-
 
 
 def _source_key(cfg: DictConfig, key: str) -> str:
@@ -252,16 +252,13 @@ def build(cfg: DictConfig, out_dir: Path | None = None, device: torch.device | N
                     f"model expects images of shape {want} but data={data.name} has {tuple(data.shape)}: "
                     "choose a matching model (e.g. unet_digits for digits, unet_mnist for mnist)"
                 )
-        try:
-            model = sg.ScoreModel(net, sde, cfg.train.parameterization).to(device)
-        except ValueError as e:
-            raise _bad("train.parameterization", cfg.train.parameterization, str(e)) from e
+        model = sg.ScoreModel(net, sde, build_parameterization(cfg)).to(device)
         labels = _training_labels(cfg, data, model)
         images = isinstance(data, sg.ImageData)
         transform = sg.LevelTransform(data.levels, -1.0, 1.0).dequantize if images else None
         ckpt_dir = (out_dir if out_dir is not None else Path(".")) / "checkpoints"
         trainer = build_node(
-            cfg, "trainer", model=model, loss_fn=build_node(cfg, "loss", sde=sde),
+            cfg, "trainer", model=model, loss_fn=build_loss(cfg, sde),
             data=build_node(cfg, "batches", data=data.train, transform=transform, labels=labels),
             optimizer=build_optimizer(cfg, model.parameters()), lr_schedule=build_node(cfg, "lr_schedule"),
             ema=build_node(cfg, "ema", model=model),
@@ -273,6 +270,53 @@ def build(cfg: DictConfig, out_dir: Path | None = None, device: torch.device | N
         sampling=build_node(cfg, "sample", T=sde.T), likelihood=build_node(cfg, "likelihood", T=sde.T),
         quality=build_quality(cfg, data),
     )  # fmt: skip
+
+
+def _train_refusal(cfg: DictConfig, cause: Exception, keys: dict, default: str) -> ConfigError:
+    """The :class:`ConfigError` of an argument that an object run.py builds from ``train.*`` refused:
+    ``keys`` maps the argument's name (``cause.name``) to its key, else ``default``."""
+    key = f"train.{keys.get(getattr(cause, 'name', None), default)}"
+    return _bad(key, OmegaConf.select(cfg, key), str(cause))
+
+
+def build_loss(cfg: DictConfig, sde: sg.SDE) -> sg.DSMLoss:
+    """The ``loss`` node (its weighting a nested node) for ``sde``, with :func:`build_time_sampler`'s."""
+    return build_node(cfg, "loss", sde=sde, **build_time_sampler(cfg, sde))
+
+
+def build_parameterization(cfg: DictConfig) -> sg.Parameterization:
+    """``train.parameterization`` (with ``train.sigma_data`` for ``edm``)."""
+    name = cfg.train.parameterization
+    try:
+        return sg.parameterization(name, **({"sigma_data": cfg.train.sigma_data} if name == "edm" else {}))
+    except (ValueError, TypeError) as e:
+        raise _train_refusal(cfg, e, {"sigma_data": "sigma_data"}, "parameterization") from e
+
+
+def build_time_sampler(cfg: DictConfig, sde: sg.SDE) -> dict:
+    """``{"time_sampler": ...}``, the loss's sampler of ``train.time_sampler`` (with its ``_loc``,
+    ``_scale``) for ``sde`` and ``train.eps``; ``{}`` for uniform times, which the loss draws itself
+    (or, with ``train.importance_sampling``, from ``p(t) ~ g^2 / std^2``)."""
+    t = cfg.train
+    name = t.time_sampler
+    given = {k: t[f"time_sampler_{k}"] for k in ("loc", "scale") if t[f"time_sampler_{k}"] is not None}
+    if name == "uniform" and not given:
+        return {}
+    if name in ("uniform", "importance") and given:
+        k = next(iter(given))
+        allowed = f"null: time_sampler={name!r} has no {k} (log_normal and logit_normal have)"
+        raise _bad(f"train.time_sampler_{k}", given[k], allowed)
+    keys = {"p_mean": "time_sampler_loc", "loc": "time_sampler_loc", "p_std": "time_sampler_scale",
+            "scale": "time_sampler_scale", "eps": "eps"}  # fmt: skip
+    try:
+        sampler = sg.time_sampler(name, sde, t.eps, **given)
+    except (ValueError, TypeError) as e:
+        raise _train_refusal(cfg, e, keys, "time_sampler") from e
+    if t.importance_sampling:
+        allowed = (f"false with train.time_sampler={name!r}: importance sampling draws the times itself "
+                   "(from p(t) ~ g^2/std^2, the sampler time_sampler=importance)")  # fmt: skip
+        raise _bad("train.importance_sampling", True, allowed)
+    return {"time_sampler": sampler}
 
 
 def build_quality(cfg: DictConfig, data) -> sg.SampleQuality:

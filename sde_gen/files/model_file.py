@@ -2,8 +2,9 @@
 
 A file written by :func:`save_model` holds the weights of a :class:`~sde_gen.ScoreModel`'s network
 (the EMA weights, when an EMA is given) as safetensors, and in the header's metadata a JSON
-recipe: the SDE and the network as ``{"_target_": ..., arguments}``, the parameterisation, and
-what a sample is (its shape, the data's levels and range). :func:`load_model` rebuilds a
+recipe: the SDE and the network as ``{"_target_": ..., arguments}``, the parameterisation (its
+name, or ``{"name": "edm", "sigma_data": ...}`` for one with settings), and what a sample is (its
+shape, the data's levels and range). :func:`load_model` rebuilds a
 ready-to-sample model from that file alone. A class-conditional network's ``num_classes`` is one of
 its arguments, so it is in the recipe (``model.num_classes`` after loading); an unconditional
 network's recipe does not name it, as before.
@@ -24,7 +25,9 @@ import torch
 from safetensors import SafetensorError, safe_open
 
 from ..models import MLP, UNet
-from ..models.score import PARAMETERIZATIONS, ScoreModel
+from ..models.parameterizations import PARAMETERIZATIONS
+from ..models.parameterizations import parameterization as make_parameterization
+from ..models.score import ScoreModel
 from ..sdes.base import SDE, VESDE, VPSDE, SubVPSDE
 from ..sdes.schedules import EDMSDE, CosineVPSDE
 from .checkpoint import CheckpointError
@@ -114,11 +117,16 @@ def save_model(
 
     if not isinstance(model, ScoreModel):
         raise TypeError(f"model must be a sde_gen.ScoreModel, got {type(model).__name__}")
+    if PARAMETERIZATIONS.get(model.param.name) is not type(model.param):
+        raise TypeError(
+            f"cannot export a parameterization of type {type(model.param).__name__}: a model file can "
+            f"only name {sorted(PARAMETERIZATIONS)}"
+        )
     recipe = {
         "format": FORMAT,
         "sde": dict(sde_config) if sde_config is not None else _config_of(model.sde, "sde"),
         "net": dict(net_config) if net_config is not None else _config_of(model.net, "net"),
-        "parameterization": model.parameterization,
+        "parameterization": model.param.config(),  # a name, or a dict with the settings (edm)
         "data": dict(data or {}),
     }
     text = json.dumps(recipe)  # refuses non-JSON values
@@ -187,9 +195,16 @@ def load_model(
     elif not isinstance(sde, SDE):
         raise TypeError(f"sde must be a sde_gen.SDE, got {type(sde).__name__}")
     name, cls, kwargs = _target(recipe.get("net"), "net", path)
-    parameterization = recipe.get("parameterization")
-    if parameterization not in PARAMETERIZATIONS:
-        raise CheckpointError(f"model file {path}: unknown parameterization {short_repr(parameterization)}")
+    spec = recipe.get("parameterization")
+    try:  # a name, or {"name": ..., settings} (what Parameterization.config() writes)
+        if not isinstance(spec, (str, dict)):
+            raise TypeError(f"a name or a dict with a name, got {type(spec).__name__}")
+        parameterization = make_parameterization(spec)
+    except (ValueError, TypeError, ArithmeticError) as e:
+        why = str(e) if len(str(e)) <= 200 else f"{str(e)[:200]}..."  # the value may be huge
+        raise CheckpointError(
+            f"model file {path}: its parameterization {short_repr(spec)} is refused: {why}"
+        ) from e
     net = build_on_meta(cls, kwargs, "net", name, header, path)  # no memory, bounded time
     dtypes = {dtype for dtype, _ in header.tensors.values() if dtype.is_floating_point}
     if len(dtypes) == 1:  # a float64 model comes back in float64

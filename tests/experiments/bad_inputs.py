@@ -241,14 +241,72 @@ def _cases() -> list[Case]:
             "cfg-weighting-unknown",
             "train.weighting=l2",
             ConfigError,
-            r"^train\.weighting='l2' is not allowed: weighting must be one of \['likelihood', 'std2'\]",
+            r"^train\.weighting='l2' is not allowed: weighting must be one of "
+            r"\['edm', 'likelihood', 'min_snr', 'sigmoid', 'std2'\], got 'l2'",
         ),
         cli(
             "cfg-importance-sampling-std2",
             "train.importance_sampling=true train.weighting=std2",
             ConfigError,
             r"^train\.importance_sampling=True is not allowed: "
-            r"importance_sampling=True needs weighting='likelihood', got weighting='std2'",
+            r"importance_sampling=True needs weighting='likelihood', got weighting=",
+        ),
+        cli(
+            "cfg-min-snr-gamma-negative",
+            "train.weighting=min_snr train.min_snr_gamma=-1 train.importance_sampling=false",
+            ConfigError,
+            r"^train\.min_snr_gamma=-1\.0 is not allowed: min_snr_gamma must be > 0, got -1\.0",
+        ),
+        cli(
+            "cfg-sigmoid-bias-infinite",
+            "train.weighting=sigmoid train.sigmoid_bias=inf train.importance_sampling=false",
+            ConfigError,
+            r"^train\.sigmoid_bias=inf is not allowed: sigmoid_bias must be finite, got inf",
+        ),
+        cli(
+            "cfg-weighting-sigma-data-negative",
+            "train.weighting=edm train.sigma_data=-0.5 train.importance_sampling=false",
+            ConfigError,
+            r"^train\.sigma_data=-0\.5 is not allowed: sigma_data must be > 0, got -0\.5",
+        ),
+        cli(
+            "cfg-parameterization-unknown",
+            "train.parameterization=eps",
+            ConfigError,
+            r"^train\.parameterization='eps' is not allowed: parameterization must be one of "
+            r"\['data', 'edm', 'flow', 'noise', 'score', 'v'\], got 'eps'",
+        ),
+        cli(
+            "cfg-parameterization-sigma-data-zero",
+            "train.parameterization=edm train.sigma_data=0",
+            ConfigError,
+            r"^train\.sigma_data=0\.0 is not allowed: sigma_data must be > 0, got 0\.0",
+        ),
+        cli(
+            "cfg-time-sampler-unknown",
+            "train.time_sampler=lognormal",
+            ConfigError,
+            r"^train\.time_sampler='lognormal' is not allowed: time_sampler must be one of "
+            r"\['importance', 'log_normal', 'logit_normal', 'uniform'\], got 'lognormal'",
+        ),
+        cli(
+            "cfg-time-sampler-with-importance-sampling",
+            "train.time_sampler=log_normal train.weighting=edm",
+            ConfigError,
+            r"^train\.importance_sampling=True is not allowed: false with train\.time_sampler='log_normal': "
+            r"importance sampling draws the times itself",
+        ),
+        cli(
+            "cfg-time-sampler-scale-zero",
+            "train.time_sampler=log_normal train.time_sampler_scale=0 train.importance_sampling=false",
+            ConfigError,
+            r"^train\.time_sampler_scale=0\.0 is not allowed: p_std must be > 0, got 0\.0",
+        ),
+        cli(
+            "cfg-time-sampler-loc-of-uniform",
+            "train.time_sampler_loc=0.5",
+            ConfigError,
+            r"^train\.time_sampler_loc=0\.5 is not allowed: null: time_sampler='uniform' has no loc",
         ),
         cli(
             "cfg-train-eps-ge-T",
@@ -938,7 +996,7 @@ def _cases() -> list[Case]:
             "training",
             'sg.dsm_loss(sde, score, x, weighting="l2")',
             ValueError,
-            r"^weighting must be one of \['likelihood', 'std2'\], got 'l2'",
+            r"^weighting must be one of \['edm', 'likelihood', 'min_snr', 'sigmoid', 'std2'\], got 'l2'",
         ),
         api(
             "dsm-eps-equals-T",
@@ -1085,7 +1143,7 @@ def _cases() -> list[Case]:
             "network",
             'sg.ScoreModel(net, sde, parameterization="eps")',
             ValueError,
-            r"^parameterization must be one of \['noise', 'score'\], got 'eps'",
+            r"^parameterization must be one of \['data', 'edm', 'flow', 'noise', 'score', 'v'\], got 'eps'",
         ),
         # -- data --------------------------------------------------------------------------------------------
         api(

@@ -173,6 +173,24 @@ def test_class_conditional_digits_with_guidance(tmp_path):
     assert torch.bincount(labels[:30], minlength=10).tolist() == [3] * 10  # the scored ones balanced
 
 
+def test_digits_edm_preset_trains_and_evaluates(tmp_path):
+    """experiment=digits_edm: digits_quick with EDM's preconditioning, weighting and log-normal
+    noise levels (sigma_data 0.5), end to end; its model file keeps sigma_data."""
+    cfg = cfg_of("experiment=digits_edm", *TINY, "solver=em", "solver.steps=3", "metrics.num=20")
+    assert cfg.name == "digits_edm" and cfg.data.name == "digits" and cfg.train.steps == 3
+    built = run_script.build(cfg)
+    assert built.model.param == sg.EDMPreconditioning(sigma_data=0.5)
+    loss = built.trainer.loss_fn
+    assert isinstance(loss.weighting, sg.EDMWeighting) and loss.weighting.sigma_data == 0.5
+    assert isinstance(loss.time_sampler, sg.LogNormalNoise)
+    assert (loss.time_sampler.p_mean, loss.time_sampler.p_std) == (-1.2, 1.2)
+    metrics = run_script.execute(cfg, out_dir=tmp_path)
+    finite(metrics, ("final_loss", "test_bpd", "fd", "sample_nfe") + TIME_KEYS)
+    assert metrics["step"] == 3
+    loaded = sg.load_model(tmp_path / "model.safetensors")
+    assert loaded.param == sg.EDMPreconditioning(sigma_data=0.5)
+
+
 def test_conditional_model_needs_labels_and_unconditional_no_dropout():
     with pytest.raises(run_script.ConfigError, match=r"model.num_classes=10.*null: data=gmm8 has no labels"):
         run_script.build(cfg_of("experiment=gmm8", "model.num_classes=10", *TINY))
@@ -258,9 +276,73 @@ def test_every_experiment_preset_composes_and_instantiates(experiment):
     trainer = built.trainer
     assert trainer.data.batch_size == cfg.train.batch_size and trainer.lr == cfg.train.lr
     assert trainer.ema.decay == cfg.train.ema_decay and trainer.checkpoints.every == cfg.train.ckpt_every
-    assert trainer.loss_fn.weighting == cfg.train.weighting and trainer.loss_fn.eps == cfg.train.eps
+    assert trainer.loss_fn.weighting.name == cfg.train.weighting and trainer.loss_fn.eps == cfg.train.eps
+    assert built.model.parameterization == cfg.train.parameterization
     sampler = type(trainer.loss_fn.time_sampler).__name__
-    assert sampler == ("ImportanceSampler" if cfg.train.importance_sampling else "UniformTime")
+    uniform = "ImportanceSampler" if cfg.train.importance_sampling else "UniformTime"
+    assert sampler == {**SAMPLER_CLASSES, "uniform": uniform}[cfg.train.time_sampler]
+
+
+SAMPLER_CLASSES = {
+    "uniform": "UniformTime",
+    "importance": "ImportanceSampler",
+    "log_normal": "LogNormalNoise",
+    "logit_normal": "LogitNormalTime",
+}
+
+
+#: The settings the test below gives (the time sampler's loc and scale: those of log_normal and
+#: logit_normal), and the attribute of each weighting that holds its setting.
+SETTINGS = {"sigma_data": 0.7, "min_snr_gamma": 3.0, "sigmoid_bias": -1.5, "eps": 1e-3}
+LOC_SCALE = {"log_normal": {"loc": -0.5, "scale": 1.5}, "logit_normal": {"loc": 0.3, "scale": 0.8}}
+WEIGHTING_SETTING = {"min_snr": ("gamma", 3.0), "edm": ("sigma_data", 0.7), "sigmoid": ("bias", -1.5)}
+
+
+@pytest.mark.parametrize(
+    "param,weighting,sampler",
+    [
+        ("noise", "std2", "uniform"),
+        ("score", "likelihood", "importance"),
+        ("data", "min_snr", "logit_normal"),
+        ("v", "min_snr", "uniform"),
+        ("flow", "sigmoid", "logit_normal"),
+        ("edm", "edm", "log_normal"),
+    ],
+)
+def test_parameterization_weighting_and_time_sampler_reach_the_model_and_the_loss(param, weighting, sampler):
+    """``train.parameterization=P train.weighting=W train.time_sampler=S`` with their settings: the
+    model and the loss carry exactly those, and give the library's loss for them."""
+    loc_scale = LOC_SCALE.get(sampler, {})
+    cfg = cfg_of(
+        "experiment=gmm8", *TINY, f"train.parameterization={param}", f"train.weighting={weighting}",
+        f"train.time_sampler={sampler}", *(f"train.{k}={v}" for k, v in SETTINGS.items()),
+        *(f"train.time_sampler_{k}={v}" for k, v in loc_scale.items()),
+    )  # fmt: skip
+    built = run_script.build(cfg)
+    model, loss = built.model, built.trainer.loss_fn
+    assert model.parameterization == param
+    assert model.param == sg.parameterization(param, **({"sigma_data": 0.7} if param == "edm" else {}))
+    w = loss.weighting
+    assert isinstance(w, sg.Weighting) and w.name == weighting
+    if weighting in WEIGHTING_SETTING:
+        attr, value = WEIGHTING_SETTING[weighting]
+        assert getattr(w, attr) == value
+    ts = loss.time_sampler
+    assert type(ts).__name__ == SAMPLER_CLASSES[sampler] and ts.eps == loss.eps == 1e-3
+    if sampler == "log_normal":
+        assert (ts.p_mean, ts.p_std, ts.reweight) == (-0.5, 1.5, False)
+    elif sampler == "logit_normal":
+        assert (ts.loc, ts.scale, ts.reweight) == (0.3, 0.8, False)
+    # The library's loss for these choices: the same value on the same draws.
+    settings = {k: v for k, v in SETTINGS.items() if k != "eps"}
+    want = sg.DSMLoss(
+        built.sde, sg.weighting(weighting, **settings),
+        time_sampler=sg.time_sampler(sampler, built.sde, 1e-3, **loc_scale),
+    )  # fmt: skip
+    x = built.data.train[:8].float()
+    got = loss(model, x, generator=torch.Generator().manual_seed(0))
+    assert torch.isfinite(got).all()
+    assert torch.equal(got, want(model, x, generator=torch.Generator().manual_seed(0)))
 
 
 def test_every_group_option_composes_and_its_objects_build():
