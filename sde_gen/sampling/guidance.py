@@ -17,7 +17,14 @@ from collections.abc import Callable, Mapping
 
 import torch
 
-from .._checks import accepts_keywords, check_real, check_score_fn, network_calls_made
+from .._checks import (
+    ArgumentTypeError,
+    ArgumentValueError,
+    accepts_keywords,
+    check_real,
+    check_score_fn,
+    network_calls_made,
+)
 from ..sdes.base import check_sde
 
 __all__ = ["classifier_free_guidance", "classifier_guidance", "ClassifierFreeGuidance", "ClassifierGuidance"]
@@ -30,16 +37,22 @@ def _check_interval(interval, sde):
     try:
         lo, hi = interval
     except (TypeError, ValueError):
-        raise TypeError(f"interval must be a pair (sigma_lo, sigma_hi) or None, got {interval!r}") from None
+        raise ArgumentTypeError(
+            "interval", interval, f"interval must be a pair (sigma_lo, sigma_hi) or None, got {interval!r}"
+        ) from None
     lo = check_real("interval[0] (sigma_lo)", lo, low=0.0)
     if isinstance(hi, numbers.Real) and not isinstance(hi, bool) and hi == float("inf"):
         hi = float("inf")
     else:
         hi = check_real("interval[1] (sigma_hi)", hi)
     if not lo < hi:
-        raise ValueError(f"interval must have sigma_lo < sigma_hi, got {interval!r}")
+        raise ArgumentValueError(
+            "interval", interval, f"interval must have sigma_lo < sigma_hi, got {interval!r}"
+        )
     if sde is None:
-        raise ValueError("interval is in sigma_hat = std / scale of the SDE's kernel: pass sde= as well")
+        raise ArgumentValueError(
+            "sde", sde, "interval is in sigma_hat = std / scale of the SDE's kernel: pass sde= as well"
+        )
     check_sde(sde)
     return lo, hi
 
@@ -67,17 +80,23 @@ class ClassifierFreeGuidance:
         if null is None:
             null = getattr(score_fn, "null_label", getattr(score_fn, "num_classes", None))
             if null is None:
-                raise ValueError(
+                raise ArgumentValueError(
+                    "null",
+                    null,
                     "null must be given: the null label (an int, K for a network with K classes) put in "
-                    "place of y, or a dict of the cond values that make the model unconditional"
+                    "place of y, or a dict of the cond values that make the model unconditional",
                 )
         if isinstance(null, numbers.Integral) and not isinstance(null, bool):
             if null < 0:
-                raise ValueError(f"null must be a label >= 0 (K for a network with K classes), got {null}")
+                raise ArgumentValueError(
+                    "null", null, f"null must be a label >= 0 (K for a network with K classes), got {null}"
+                )
             null = {"y": int(null)}
         if not isinstance(null, Mapping) or not null:
-            raise TypeError(
-                f"null must be an int (the null label) or a non-empty dict of cond values, got {null!r}"
+            raise ArgumentTypeError(
+                "null",
+                null,
+                f"null must be an int (the null label) or a non-empty dict of cond values, got {null!r}",
             )
         self.null = dict(null)
         self.interval = _check_interval(interval, sde)
@@ -102,9 +121,11 @@ class ClassifierFreeGuidance:
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor, **cond) -> torch.Tensor:
         if not cond:
-            raise ValueError(
+            raise ArgumentValueError(
+                "cond",
+                cond,
                 "classifier-free guidance needs conditioning: pass cond={'y': labels} to sample() "
-                "(or call it as score_fn(x, t, y=labels))"
+                "(or call it as score_fn(x, t, y=labels))",
             )
         mask = _in_interval(self.interval, self.sde, t)
         if mask is not None and not bool(mask.any()):  # outside the interval: the conditional model
@@ -168,8 +189,10 @@ class ClassifierGuidance:
     def __init__(self, score_fn, log_prob_fn, scale, sde=None, interval=None, conditional=None, label="y"):
         self.score_fn = check_score_fn(score_fn)
         if not callable(log_prob_fn):
-            raise TypeError(
-                f"log_prob_fn must be callable as log_prob_fn(x, t, y) -> (B,), got {log_prob_fn!r}"
+            raise ArgumentTypeError(
+                "log_prob_fn",
+                log_prob_fn,
+                f"log_prob_fn must be callable as log_prob_fn(x, t, y) -> (B,), got {log_prob_fn!r}",
             )
         self.log_prob_fn = log_prob_fn
         self.scale = check_real("scale", scale)
@@ -187,9 +210,11 @@ class ClassifierGuidance:
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor, **cond) -> torch.Tensor:
         if self.label not in cond:
-            raise ValueError(
+            raise ArgumentValueError(
+                "cond",
+                cond,
                 f"classifier guidance needs the labels: pass cond={{{self.label!r}: labels}} to sample() "
-                f"(or call it as score_fn(x, t, {self.label}=labels))"
+                f"(or call it as score_fn(x, t, {self.label}=labels))",
             )
         y = cond[self.label]
         kw = cond if self.conditional else {k: v for k, v in cond.items() if k != self.label}

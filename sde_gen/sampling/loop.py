@@ -7,7 +7,15 @@ from dataclasses import dataclass
 
 import torch
 
-from .._checks import ScoreCheck, check_cond, check_eps, check_finite, check_tensor
+from .._checks import (
+    ArgumentTypeError,
+    ArgumentValueError,
+    ScoreCheck,
+    check_cond,
+    check_eps,
+    check_finite,
+    check_tensor,
+)
 from .._utils import time_vector
 from ..sdes.base import GaussianPriorMixin, check_sde, check_shape
 from .noise import KeyedNoise
@@ -69,17 +77,25 @@ def sample(
     """
     check_sde(sde)
     if not isinstance(solver, Solver):
-        raise TypeError(f"solver must be an sde_gen Solver (e.g. EulerMaruyama(steps=1000)), got {solver!r}")
+        raise ArgumentTypeError(
+            "solver",
+            solver,
+            f"solver must be an sde_gen Solver (e.g. EulerMaruyama(steps=1000)), got {solver!r}",
+        )
     eps = check_eps(eps, sde.T)
     shape = check_shape(shape)
     cond = check_cond(cond, shape[0])
     if callback is not None and not callable(callback):
-        raise TypeError(f"callback must be callable as callback(info) or None, got {callback!r}")
+        raise ArgumentTypeError(
+            "callback", callback, f"callback must be callable as callback(info) or None, got {callback!r}"
+        )
     if generator is not None and not isinstance(generator, (torch.Generator, KeyedNoise)):
         kind = type(generator).__name__
-        raise TypeError(
+        raise ArgumentTypeError(
+            "generator",
+            generator,
             f"generator must be a torch.Generator or None, got {kind} (or an sde_gen.KeyedNoise, "
-            "for noise keyed per sample)"
+            "for noise keyed per sample)",
         )
     keyed = isinstance(generator, KeyedNoise)
     if keyed:
@@ -91,13 +107,19 @@ def sample(
     else:
         x = check_tensor("x_T", x_T)
         if tuple(x.shape) != shape:
-            raise ValueError(f"x_T has shape {tuple(x.shape)}, but shape is {shape}")
+            raise ArgumentValueError("x_T", x_T, f"x_T has shape {tuple(x.shape)}, but shape is {shape}")
         if dtype is not None and x.dtype != dtype:
-            raise TypeError(f"x_T has dtype {x.dtype}, but dtype={dtype}; pass one or make them agree")
+            raise ArgumentTypeError(
+                "x_T", x_T, f"x_T has dtype {x.dtype}, but dtype={dtype}; pass one or make them agree"
+            )
         if device is not None and x.device != torch.device(device):
-            raise ValueError(f"x_T is on {x.device}, but device={device}; pass one or make them agree")
+            raise ArgumentValueError(
+                "x_T", x_T, f"x_T is on {x.device}, but device={device}; pass one or make them agree"
+            )
     if isinstance(generator, torch.Generator) and generator.device.type != x.device.type:
-        raise ValueError(f"generator is on {generator.device}, but the samples are on {x.device}")
+        raise ArgumentValueError(
+            "generator", generator, f"generator is on {generator.device}, but the samples are on {x.device}"
+        )
     if keyed:
         generator.draw = 1  # draw 0 is the prior's, whether or not x_T is given
     score = ScoreCheck(score_fn, cond={k: v.to(x.device) for k, v in cond.items()})
@@ -138,8 +160,10 @@ def _keyed_prior(sde, shape, noise: KeyedNoise, dtype, device) -> torch.Tensor:
     values then depend on the generator's device type, CPU or CUDA)."""
     if isinstance(sde, GaussianPriorMixin) and type(sde).prior_sample is GaussianPriorMixin.prior_sample:
         if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
-            raise TypeError(
-                f"dtype must be a floating-point torch.dtype (e.g. torch.float32) or None, got {dtype!r}"
+            raise ArgumentTypeError(
+                "dtype",
+                dtype,
+                f"dtype must be a floating-point torch.dtype (e.g. torch.float32) or None, got {dtype!r}",
             )
         return sde.prior_std * noise.normal(shape, draw=0, dtype=dtype, device=device)
     dev = torch.empty(0, device=device).device
@@ -175,7 +199,9 @@ def encode(
     eps = check_eps(eps, sde.T)
     solver = ProbabilityFlow() if solver is None else solver
     if not isinstance(solver, ProbabilityFlow):
-        raise TypeError(f"solver must be a ProbabilityFlow (encoding is deterministic), got {solver!r}")
+        raise ArgumentTypeError(
+            "solver", solver, f"solver must be a ProbabilityFlow (encoding is deterministic), got {solver!r}"
+        )
     z, _ = solver.solve(sde, ScoreCheck(score_fn, cond=cond), x, eps, sde.T)
     check_finite("encoded latent", z)
     return z

@@ -33,7 +33,7 @@ import math
 
 import torch
 
-from .._checks import check_int
+from .._checks import ArgumentValueError, check_int
 
 __all__ = ["KeyedNoise"]
 
@@ -165,7 +165,7 @@ def _normal_from_bits(bits: torch.Tensor, subset: bool | None = None) -> torch.T
 def _check_seed(seed) -> int:
     seed = check_int("seed", seed, low=0)
     if seed > _MASK64:
-        raise ValueError(f"seed must be in [0, 2**64), got {seed!r}")
+        raise ArgumentValueError("seed", seed, f"seed must be in [0, 2**64), got {seed!r}")
     return seed
 
 
@@ -215,9 +215,9 @@ class KeyedNoise:
     def normal(self, shape, *, draw: int, dtype=None, device=None) -> torch.Tensor:
         """Keyed standard normals of shape ``(B, ...)`` for draw number ``draw`` (a pure function:
         the counter ``draw`` of this object is neither read nor changed)."""
-        shape = tuple(shape)
+        given, shape = shape, tuple(shape)
         if len(shape) == 0:
-            raise ValueError("shape must be (B, ...) with a batch dimension, got ()")
+            raise ArgumentValueError("shape", given, "shape must be (B, ...) with a batch dimension, got ()")
         probe = torch.empty(0, dtype=dtype, device=device)  # torch's default dtype and device
         batch, n = shape[0], math.prod(shape[1:])
         keys = self._row_keys(batch, draw, probe.device)

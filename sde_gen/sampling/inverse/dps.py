@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import torch
 
-from ..._checks import check_real
+from ..._checks import ArgumentValueError, check_real
 from ..._utils import time_vector
 from ..solvers.base import SteppingSolver
 from ..solvers.variables import kernel_at
@@ -42,7 +42,7 @@ def dps(prob, solver: SteppingSolver, *, zeta: float) -> torch.Tensor:
     """Chung et al. 2022, Algorithm 1 (module docstring); ``zeta > 0``."""
     zeta = check_real("zeta", zeta, low=0.0)
     if zeta == 0.0:
-        raise ValueError("zeta must be > 0 (zeta = 0 is unconditional sampling)")
+        raise ArgumentValueError("zeta", zeta, "zeta must be > 0 (zeta = 0 is unconditional sampling)")
     sde, op = prob.sde, prob.op
     x = prob.prior(prob.batch)
     state, reuse = solver.init(sde, x, sde.T, prob.eps), _Reuse(prob.score)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..._checks import check_int, check_real
+from ..._checks import ArgumentTypeError, ArgumentValueError, check_int, check_real
 from ...data.oracle import GaussianMixture
 from .operators import LinearOperator
 
@@ -67,16 +67,18 @@ def mixture_posterior(
         noise_std: ``s >= 0``.
     """
     if not isinstance(operator, LinearOperator):
-        raise TypeError(f"operator must be an sde_gen LinearOperator, got {type(operator).__name__}")
+        raise ArgumentTypeError(
+            "operator", operator, f"operator must be an sde_gen LinearOperator, got {type(operator).__name__}"
+        )
     noise_std = check_real("noise_std", noise_std, low=0.0)
     shape = tuple(mix.event_shape)
     y_shape = tuple(operator.y_shape(shape))
-    y = torch.as_tensor(y, dtype=mix.means.dtype, device=mix.means.device)
+    given, y = y, torch.as_tensor(y, dtype=mix.means.dtype, device=mix.means.device)
     if tuple(y.shape) == y_shape:
         y = y[None]
     if tuple(y.shape) != (1, *y_shape):
-        raise ValueError(
-            f"y must be one measurement shaped {y_shape} or (1, *{y_shape}), got {tuple(y.shape)}"
+        raise ArgumentValueError(
+            "y", given, f"y must be one measurement shaped {y_shape} or (1, *{y_shape}), got {tuple(y.shape)}"
         )
     yv = operator.y_vector(operator.prepare_y(y))[0]  # (m,)
     A = operator.matrix(shape, dtype=mix.means.dtype, device=mix.means.device)  # (m, D)

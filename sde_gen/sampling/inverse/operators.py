@@ -14,7 +14,7 @@ import math
 
 import torch
 
-from ..._checks import check_int
+from ..._checks import ArgumentValueError, check_int
 
 __all__ = ["LinearOperator", "Mask", "Colorization", "SuperResolution"]
 
@@ -113,12 +113,16 @@ class Mask(LinearOperator):
     gram_scale = 1.0  # A A^T = I on the entries the mask keeps
 
     def __init__(self, mask):
-        mask = torch.as_tensor(mask)
+        given, mask = mask, torch.as_tensor(mask)
         if mask.ndim == 0:
-            raise ValueError("mask must be shaped like one sample (e.g. (C, H, W) or (D,)), got a scalar")
+            raise ArgumentValueError(
+                "mask", given, "mask must be shaped like one sample (e.g. (C, H, W) or (D,)), got a scalar"
+            )
         if mask.dtype != torch.bool:
             if not bool(((mask == 0) | (mask == 1)).all()):
-                raise ValueError("mask must hold only 0 and 1 (1 where the value is known)")
+                raise ArgumentValueError(
+                    "mask", given, "mask must hold only 0 and 1 (1 where the value is known)"
+                )
             mask = mask != 0
         self.mask = mask
 
@@ -139,9 +143,11 @@ class Mask(LinearOperator):
 
     def y_shape(self, x_shape):
         if tuple(x_shape) != tuple(self.mask.shape):
-            raise ValueError(
+            raise ArgumentValueError(
+                "x_shape",
+                x_shape,
                 f"mask has shape {tuple(self.mask.shape)} but one sample of x has shape {tuple(x_shape)}; "
-                "the mask must be shaped like one sample"
+                "the mask must be shaped like one sample",
             )
         return tuple(x_shape)
 
@@ -176,9 +182,11 @@ class Colorization(LinearOperator):
 
     def y_shape(self, x_shape):
         if len(x_shape) < 2 or x_shape[0] != self.channels:
-            raise ValueError(
+            raise ArgumentValueError(
+                "x_shape",
+                x_shape,
                 f"Colorization(channels={self.channels}) acts on samples shaped ({self.channels}, ...), "
-                f"got {tuple(x_shape)}"
+                f"got {tuple(x_shape)}",
             )
         return (1, *x_shape[1:])
 
@@ -211,9 +219,11 @@ class SuperResolution(LinearOperator):
     def y_shape(self, x_shape):
         f = self.factor
         if len(x_shape) < 2 or x_shape[-1] % f or x_shape[-2] % f:
-            raise ValueError(
+            raise ArgumentValueError(
+                "x_shape",
+                x_shape,
                 f"SuperResolution(factor={f}) needs samples (..., H, W) with H and W divisible by {f}, "
-                f"got {tuple(x_shape)}"
+                f"got {tuple(x_shape)}",
             )
         return (*x_shape[:-2], x_shape[-2] // f, x_shape[-1] // f)
 

@@ -32,7 +32,7 @@ import math
 
 import torch
 
-from ..._checks import check_int, check_real
+from ..._checks import ArgumentTypeError, ArgumentValueError, check_int, check_real
 from ..._utils import time_vector
 from ..solvers.base import SteppingSolver, noise_like
 from ..solvers.euler_maruyama import EulerMaruyama
@@ -45,9 +45,11 @@ __all__ = ["smc"]
 def _check_solver(solver: SteppingSolver) -> None:
     ok = isinstance(solver, EulerMaruyama) or (isinstance(solver, DDIM) and solver.eta > 0)
     if not ok:
-        raise TypeError(
+        raise ArgumentTypeError(
+            "solver",
+            solver,
             "method='smc' needs a Gaussian backward kernel: DDIM with eta > 0 (eta=1.0 is ancestral "
-            f"sampling) or EulerMaruyama; got {solver!r}"
+            f"sampling) or EulerMaruyama; got {solver!r}",
         )
 
 
@@ -87,14 +89,18 @@ def smc(prob, solver: SteppingSolver, *, num_particles: int, resample_threshold:
     K = check_int("num_particles", num_particles, low=1)
     thresh = check_real("resample_threshold", resample_threshold, low=0.0)
     if thresh > 1.0:
-        raise ValueError(
-            f"resample_threshold must be in [0, 1] (a fraction of num_particles), got {thresh!r}"
+        raise ArgumentValueError(
+            "resample_threshold",
+            resample_threshold,
+            f"resample_threshold must be in [0, 1] (a fraction of num_particles), got {thresh!r}",
         )
     op, sde = prob.op, prob.sde
     if op.gram_scale is None:
-        raise ValueError(
+        raise ArgumentValueError(
+            "operator",
+            op,
             f"method='smc' needs an operator with A A^T = c I (set gram_scale = c); "
-            f"{op!r} has gram_scale=None"
+            f"{op!r} has gram_scale=None",
         )
     rc = math.sqrt(op.gram_scale)
     B, dim = prob.batch, op.obs_dim(prob.x_shape)

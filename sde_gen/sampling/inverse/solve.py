@@ -9,7 +9,16 @@ from dataclasses import dataclass
 
 import torch
 
-from ..._checks import ScoreCheck, check_choice, check_eps, check_finite, check_int, check_real
+from ..._checks import (
+    ArgumentTypeError,
+    ArgumentValueError,
+    ScoreCheck,
+    check_choice,
+    check_eps,
+    check_finite,
+    check_int,
+    check_real,
+)
 from ..._utils import batch_broadcast
 from ...sdes.base import check_sde
 from ..solvers.base import SteppingSolver, noise_like
@@ -117,26 +126,44 @@ def solve_inverse(
     unknown = sorted(set(options) - set(METHODS[method]))
     if unknown:
         allowed = sorted(METHODS[method]) or "none"
-        raise TypeError(f"method={method!r} takes no option(s) {unknown}; its options are {allowed}")
+        raise ArgumentTypeError(
+            unknown[0],
+            options[unknown[0]],
+            f"method={method!r} takes no option(s) {unknown}; its options are {allowed}",
+        )
     opts = {**METHODS[method], **options}
     if not isinstance(operator, LinearOperator):
-        raise TypeError(
+        raise ArgumentTypeError(
+            "operator",
+            operator,
             f"operator must be an sde_gen LinearOperator (Mask, Colorization, SuperResolution or a "
-            f"subclass), got {type(operator).__name__}"
+            f"subclass), got {type(operator).__name__}",
         )
     if not isinstance(solver, SteppingSolver):
-        raise TypeError(f"solver must be a SteppingSolver (e.g. DDIM(steps=100, eta=1.0)), got {solver!r}")
+        raise ArgumentTypeError(
+            "solver",
+            solver,
+            f"solver must be a SteppingSolver (e.g. DDIM(steps=100, eta=1.0)), got {solver!r}",
+        )
     if not isinstance(y, torch.Tensor) or not y.is_floating_point() or y.ndim < 1 or y.shape[0] == 0:
-        raise TypeError(f"y must be a floating-point tensor (B, ...) with B >= 1, got {y!r:.80}")
+        raise ArgumentTypeError(
+            "y", y, f"y must be a floating-point tensor (B, ...) with B >= 1, got {y!r:.80}"
+        )
     noise_std = check_real("noise_std", noise_std, low=0.0)
     eps = check_eps(eps, sde.T)
     if generator is not None and not isinstance(generator, torch.Generator):
-        raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
+        raise ArgumentTypeError(
+            "generator",
+            generator,
+            f"generator must be a torch.Generator or None, got {type(generator).__name__}",
+        )
     x_shape = _x_shape(operator, y, shape)
     if method in ("replacement", "repaint") and noise_std > 0:
-        raise ValueError(
+        raise ArgumentValueError(
+            "noise_std",
+            noise_std,
             f"method={method!r} replaces the known part by y and needs noise_std=0, got {noise_std!r}; "
-            "use 'dps' or 'smc' for noisy measurements"
+            "use 'dps' or 'smc' for noisy measurements",
         )
     score = ScoreCheck(_with_cond(score_fn, cond, y.shape[0]))
     prob = Problem(sde, score, operator.prepare_y(y), operator, x_shape, noise_std, generator, eps)
@@ -158,19 +185,25 @@ def _x_shape(op: LinearOperator, y: torch.Tensor, shape) -> tuple[int, ...]:
     if shape is None:
         x_shape = op.x_shape(y_shape)
         if x_shape is None:
-            raise ValueError(
-                f"{op!r} cannot infer the sample shape from y of shape {tuple(y.shape)}: pass shape"
+            raise ArgumentValueError(
+                "shape",
+                shape,
+                f"{op!r} cannot infer the sample shape from y of shape {tuple(y.shape)}: pass shape",
             )
     else:
         try:
             x_shape = tuple(int(s) for s in shape)
         except (TypeError, ValueError):
-            raise TypeError(f"shape must be a tuple of ints (one sample's shape), got {shape!r}") from None
+            raise ArgumentTypeError(
+                "shape", shape, f"shape must be a tuple of ints (one sample's shape), got {shape!r}"
+            ) from None
     expect = tuple(op.y_shape(x_shape))
     if expect != y_shape:
-        raise ValueError(
+        raise ArgumentValueError(
+            "y",
+            y,
             f"operator {op!r} maps samples of shape {x_shape} to measurements of shape {expect}, "
-            f"but y has shape {tuple(y.shape)} (B, *{y_shape})"
+            f"but y has shape {tuple(y.shape)} (B, *{y_shape})",
         )
     return x_shape
 
@@ -179,11 +212,15 @@ def _with_cond(score_fn, cond, batch: int):
     if not cond:
         return score_fn
     if not isinstance(cond, dict):
-        raise TypeError(f"cond must be a dict of keyword arguments for score_fn, got {type(cond).__name__}")
+        raise ArgumentTypeError(
+            "cond", cond, f"cond must be a dict of keyword arguments for score_fn, got {type(cond).__name__}"
+        )
     for k, v in cond.items():
         if not isinstance(v, torch.Tensor) or v.ndim == 0 or v.shape[0] != batch:
             got = tuple(v.shape) if isinstance(v, torch.Tensor) else type(v).__name__
-            raise ValueError(f"cond[{k!r}] must be a tensor with B={batch} rows like y, got {got}")
+            raise ArgumentValueError(
+                "cond", cond, f"cond[{k!r}] must be a tensor with B={batch} rows like y, got {got}"
+            )
     return _Conditioned(score_fn, cond, batch)
 
 
@@ -255,9 +292,11 @@ def repaint(prob: Problem, solver: SteppingSolver, *, jump_length: int, jump_n_s
     ``jump_length`` grid points in one draw of the SDE's exact forward transition
     (:meth:`~sde_gen.SDE.transition`) and is denoised again."""
     if solver.keeps_history:
-        raise TypeError(
+        raise ArgumentTypeError(
+            "solver",
+            solver,
             f"method='repaint' steps back up the grid and needs a solver without a history "
-            f"(keeps_history False: EulerMaruyama, PredictorCorrector, DDIM, Heun, ...); got {solver!r}"
+            f"(keeps_history False: EulerMaruyama, PredictorCorrector, DDIM, Heun, ...); got {solver!r}",
         )
     jump_length = check_int("jump_length", jump_length, low=1)
     jump_n_sample = check_int("jump_n_sample", jump_n_sample, low=1)

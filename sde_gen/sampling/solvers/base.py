@@ -157,10 +157,14 @@ class SteppingSolver(Solver):
         if not isinstance(self.schedule, str):
             n = self.schedule.numel() - 1
             if steps is not None and check_int("steps", steps, low=1) != n:
-                raise ValueError(f"steps={steps} but the explicit schedule has {n + 1} times ({n} steps)")
+                raise ArgumentValueError(
+                    "steps", steps, f"steps={steps} but the explicit schedule has {n + 1} times ({n} steps)"
+                )
             steps = n
         if steps is None:
-            raise ValueError(f"{type(self).__name__} needs steps (or an explicit schedule), got None")
+            raise ArgumentValueError(
+                "steps", steps, f"{type(self).__name__} needs steps (or an explicit schedule), got None"
+            )
         self.steps = check_int("steps", steps, low=self.min_steps, low_why=self.min_steps_why)
 
     def grid(self, sde, t_start: float, t_end: float) -> torch.Tensor:

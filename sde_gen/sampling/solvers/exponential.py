@@ -22,7 +22,7 @@ import math
 
 import torch
 
-from ..._checks import check_int, check_real
+from ..._checks import ArgumentTypeError, ArgumentValueError, check_int, check_real
 from .base import SolverState, StepOutput, SteppingSolver, noise_like
 from .variables import GridPoint, denoise, from_hat, to_hat
 
@@ -72,7 +72,9 @@ def step_order(order: int, state: SolverState, available: int, lower_order_final
 def _check_order(order, allowed: tuple[int, ...], method: str) -> int:
     order = check_int("order", order, low=min(allowed))
     if order not in allowed:
-        raise ValueError(f"order must be one of {list(allowed)} for {method}, got {order!r}")
+        raise ArgumentValueError(
+            "order", order, f"order must be one of {list(allowed)} for {method}, got {order!r}"
+        )
     return order
 
 
@@ -80,7 +82,11 @@ def init_multistep(solver, order, allowed, lower_order_final) -> None:
     """The settings a multistep method shares: its ``order`` (the number of denoiser values a step
     combines), the order-``k`` warm-up that sets ``min_steps``, and ``lower_order_final``."""
     if not isinstance(lower_order_final, bool):
-        raise TypeError(f"lower_order_final must be a bool, got {lower_order_final!r}")
+        raise ArgumentTypeError(
+            "lower_order_final",
+            lower_order_final,
+            f"lower_order_final must be a bool, got {lower_order_final!r}",
+        )
     k = solver.order = _check_order(order, allowed, type(solver).__name__)
     solver.lower_order_final = lower_order_final
     solver.min_steps = k
@@ -112,7 +118,9 @@ class DDIM(SteppingSolver):
     def __init__(self, steps: int | None = None, eta: float = 0.0, schedule="log_snr"):
         self.eta = check_real("eta", eta, low=0.0)
         if self.eta > 1.0:
-            raise ValueError(f"eta must be in [0, 1] (0 deterministic, 1 ancestral), got {eta!r}")
+            raise ArgumentValueError(
+                "eta", eta, f"eta must be in [0, 1] (0 deterministic, 1 ancestral), got {eta!r}"
+            )
         super().__init__(steps, schedule)
 
     @property
@@ -173,10 +181,14 @@ class DPMSolverPlusPlus(SteppingSolver):
         lower_order_final: bool = True,
     ):
         if not isinstance(stochastic, bool):
-            raise TypeError(f"stochastic must be a bool, got {stochastic!r}")
+            raise ArgumentTypeError(
+                "stochastic", stochastic, f"stochastic must be a bool, got {stochastic!r}"
+            )
         if stochastic and order == 3:
-            raise ValueError(
-                "order=3 is not available with stochastic=True: SDE-DPM-Solver++ has orders 1 and 2"
+            raise ArgumentValueError(
+                "order",
+                order,
+                "order=3 is not available with stochastic=True: SDE-DPM-Solver++ has orders 1 and 2",
             )
         init_multistep(self, order, (1, 2) if stochastic else (1, 2, 3), lower_order_final)
         self.stochastic = stochastic

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import torch
 
+from ..._checks import ArgumentTypeError, ArgumentValueError
+
 __all__ = ["SCHEDULES", "time_grid", "check_schedule"]
 
 SCHEDULES = ("time_uniform", "time_quadratic", "log_snr", "edm")
@@ -27,29 +29,39 @@ def check_schedule(schedule):
     tensor or sequence of at least two finite times, stored as float64). Raises naming it."""
     if isinstance(schedule, str):
         if schedule not in SCHEDULES:
-            raise ValueError(
-                f"schedule must be one of {list(SCHEDULES)} or a 1-D tensor of times, got {schedule!r}"
+            raise ArgumentValueError(
+                "schedule",
+                schedule,
+                f"schedule must be one of {list(SCHEDULES)} or a 1-D tensor of times, got {schedule!r}",
             )
         return schedule
     try:
         grid = torch.as_tensor(schedule, dtype=torch.float64).detach().cpu().clone()  # not the caller's
     except (TypeError, ValueError, RuntimeError):
-        raise TypeError(
+        raise ArgumentTypeError(
+            "schedule",
+            schedule,
             f"schedule must be one of {list(SCHEDULES)} or a 1-D tensor of times, "
-            f"got {type(schedule).__name__}"
+            f"got {type(schedule).__name__}",
         ) from None
     if grid.ndim != 1 or grid.numel() < 2:
-        raise ValueError(
-            f"an explicit schedule must be a 1-D tensor of at least 2 times, got shape {tuple(grid.shape)}"
+        raise ArgumentValueError(
+            "schedule",
+            schedule,
+            f"an explicit schedule must be a 1-D tensor of at least 2 times, got shape {tuple(grid.shape)}",
         )
     if not torch.isfinite(grid).all():
-        raise ValueError(f"an explicit schedule must hold finite times, got {grid.tolist()}")
+        raise ArgumentValueError(
+            "schedule", schedule, f"an explicit schedule must hold finite times, got {grid.tolist()}"
+        )
     steps = grid[1:] - grid[:-1]
     if not (steps < 0).all():
         i = int(torch.nonzero(steps >= 0)[0])
-        raise ValueError(
+        raise ArgumentValueError(
+            "schedule",
+            schedule,
             f"an explicit schedule must decrease strictly (from T towards 0), but time {i + 1} "
-            f"({grid[i + 1].item():g}) is not below time {i} ({grid[i].item():g})"
+            f"({grid[i + 1].item():g}) is not below time {i} ({grid[i].item():g})",
         )
     return grid
 
@@ -60,13 +72,15 @@ def time_grid(sde, schedule, steps: int | None, t_start: float, t_end: float) ->
     relative, float32's rounding of the ends included, which are then set to ``t_start`` and
     ``t_end`` exactly: a grid that started below ``T`` would step from a prior drawn at ``T`` as if
     drawn there)."""
-    schedule = check_schedule(schedule)
+    given, schedule = schedule, check_schedule(schedule)
     if not isinstance(schedule, str):
         first, last = schedule[0].item(), schedule[-1].item()
         if not (_close(first, t_start) and _close(last, t_end)):
-            raise ValueError(
+            raise ArgumentValueError(
+                "schedule",
+                given,
                 f"an explicit schedule must run from t_start={t_start:g} (T) down to t_end={t_end:g} (the "
-                f"end time, eps), to 1e-6 relative; got times from {first:g} to {last:g}"
+                f"end time, eps), to 1e-6 relative; got times from {first:g} to {last:g}",
             )
         grid = schedule.clone()
         grid[0], grid[-1] = t_start, t_end

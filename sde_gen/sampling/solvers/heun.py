@@ -13,7 +13,7 @@ import math
 
 import torch
 
-from ..._checks import check_int, check_real
+from ..._checks import ArgumentTypeError, ArgumentValueError, check_int, check_real
 from .base import StepOutput, SteppingSolver, noise_like
 from .grids import check_schedule, time_grid
 from .variables import GridPoint
@@ -54,24 +54,34 @@ class Heun(SteppingSolver):
             if steps is None:
                 steps = 2 * n
             elif check_int("steps", steps, low=1) not in (2 * n - 1, 2 * n):
-                raise ValueError(
+                raise ArgumentValueError(
+                    "steps",
+                    steps,
                     f"steps={steps} score evaluations do not fit the explicit schedule of {n} intervals: "
-                    f"Heun takes 2 * {n} = {2 * n} (or {2 * n - 1}, the last step Euler)"
+                    f"Heun takes 2 * {n} = {2 * n} (or {2 * n - 1}, the last step Euler)",
                 )
         if steps is None:
-            raise ValueError("Heun needs steps (the number of score evaluations) or an explicit schedule")
+            raise ArgumentValueError(
+                "steps", steps, "Heun needs steps (the number of score evaluations) or an explicit schedule"
+            )
         self.schedule = schedule
         self.steps = check_int("steps", steps, low=1)
         self.churn = check_real("churn", churn, low=0.0)
         self.s_tmin = check_real("s_tmin", s_tmin, low=0.0)
         if isinstance(s_tmax, bool) or not isinstance(s_tmax, (int, float)) or math.isnan(s_tmax):
-            raise TypeError(f"s_tmax must be a real number (inf allowed), got {s_tmax!r}")
+            raise ArgumentTypeError(
+                "s_tmax", s_tmax, f"s_tmax must be a real number (inf allowed), got {s_tmax!r}"
+            )
         if s_tmax < self.s_tmin:
-            raise ValueError(f"s_tmax must be >= s_tmin={self.s_tmin}, got {s_tmax!r}")
+            raise ArgumentValueError(
+                "s_tmax", s_tmax, f"s_tmax must be >= s_tmin={self.s_tmin}, got {s_tmax!r}"
+            )
         self.s_tmax = float(s_tmax)
         s_noise = check_real("s_noise", s_noise)
         if s_noise <= 0:
-            raise ValueError(f"s_noise must be > 0 (the scale of the churn noise), got {s_noise!r}")
+            raise ArgumentValueError(
+                "s_noise", s_noise, f"s_noise must be > 0 (the scale of the churn noise), got {s_noise!r}"
+            )
         self.s_noise = s_noise
 
     @property
