@@ -136,6 +136,7 @@ from .sdes import (
     KernelCoefficients,
     LinearSDE,
     ProbabilityFlowODE,
+    RectifiedFlow,
     ReverseSDE,
     SubVPSDE,
 )
@@ -177,7 +178,7 @@ __version__ = "0.1.0"
 # fmt: off
 __all__ = [
     "SDE", "VPSDE", "SubVPSDE", "VESDE", "LinearSDE", "CosineVPSDE", "EDMSDE", "KernelCoefficients",
-    "ReverseSDE",
+    "RectifiedFlow", "ReverseSDE",
     "ProbabilityFlowODE", "ScoreCheck", "Solver", "SolverState", "SteppingSolver", "StepInfo", "StepOutput",
     "EulerMaruyama", "PredictorCorrector", "ProbabilityFlow", "Heun", "IPNDM", "DDIM",
     "DPMSolverPlusPlus", "UniPC", "Predictor", "Corrector",

@@ -53,6 +53,7 @@ SDES = {
     "ve": lambda: sg.VESDE(),
     "linear": cosine_linear_sde,
     "user": OrnsteinUhlenbeck,
+    "flow": lambda: sg.RectifiedFlow(),
 }
 
 

@@ -29,6 +29,7 @@ from ..models.parameterizations import PARAMETERIZATIONS
 from ..models.parameterizations import parameterization as make_parameterization
 from ..models.score import ScoreModel
 from ..sdes.base import SDE, VESDE, VPSDE, SubVPSDE
+from ..sdes.flows import RectifiedFlow
 from ..sdes.schedules import EDMSDE, CosineVPSDE
 from .checkpoint import CheckpointError
 from .limits import Header, build_on_meta, check_arguments, check_fits, read_header, short_repr
@@ -42,6 +43,7 @@ TARGETS = {
     "sde_gen.VESDE": VESDE,
     "sde_gen.CosineVPSDE": CosineVPSDE,
     "sde_gen.EDMSDE": EDMSDE,
+    "sde_gen.RectifiedFlow": RectifiedFlow,
     "sde_gen.MLP": MLP,
     "sde_gen.UNet": UNet,
 }

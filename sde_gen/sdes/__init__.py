@@ -4,10 +4,12 @@
   dynamics derived from them), ``VPSDE``, ``SubVPSDE``, ``VESDE``;
 - ``linear.py``: ``LinearSDE``, the kernel of ``dx = a(t) x dt + g(t) dW`` derived numerically;
 - ``schedules.py``: ``CosineVPSDE``, ``EDMSDE``;
+- ``flows.py``: ``RectifiedFlow``, the straight path of flow matching and rectified flow;
 - ``reverse.py``: the reverse SDE and the probability-flow ODE of any SDE and score.
 """
 
 from .base import SDE, VESDE, VPSDE, KernelCoefficients, SubVPSDE, check_sde, transition_between
+from .flows import RectifiedFlow
 from .linear import LinearSDE
 from .reverse import ProbabilityFlowODE, ReverseSDE
 from .schedules import EDMSDE, CosineVPSDE
@@ -20,6 +22,7 @@ __all__ = [
     "LinearSDE",
     "CosineVPSDE",
     "EDMSDE",
+    "RectifiedFlow",
     "KernelCoefficients",
     "ReverseSDE",
     "ProbabilityFlowODE",

@@ -353,7 +353,8 @@ def _cases() -> list[Case]:
             "cfg-sde-unknown",
             "sde=vpsde",
             Missing,
-            r"Could not find 'sde/vpsde'.*Available options in 'sde':\s+cosine_vp\s+edm\s+subvp\s+ve\s+vp\b",
+            r"Could not find 'sde/vpsde'.*Available options in 'sde':"
+            r"\s+cosine_vp\s+edm\s+rectified_flow\s+subvp\s+ve\s+vp\b",
         ),
         cli(
             "cfg-ckpt-missing",

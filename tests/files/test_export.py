@@ -35,6 +35,7 @@ def _trained(sde, net, steps=3, seed=0):
         (sg.VPSDE(beta_max=15.0), sg.MLP(2, hidden=16, depth=2, embed_dim=8)),
         (sg.VESDE(sigma_max=30.0), sg.UNet.digits(channels=16)),
         (sg.SubVPSDE(T=0.8), sg.UNet.digits(channels=16, time_embedding="sinusoidal")),
+        (sg.RectifiedFlow(T=0.99, prior_std=0.9), sg.MLP(2, hidden=16, depth=2, embed_dim=8)),
     ],
 )
 def test_exported_model_is_the_ema_model(tmp_path, sde, net):
@@ -42,6 +43,7 @@ def test_exported_model_is_the_ema_model(tmp_path, sde, net):
     path = sg.save_model(tmp_path / "m.safetensors", trainer.model, ema=trainer.ema, data={"name": "x"})
     loaded = sg.load_model(path)
     assert type(loaded.sde) is type(sde) and loaded.sde.T == sde.T
+    assert loaded.sde.prior_std == sde.prior_std
     assert loaded.parameterization == trainer.model.parameterization and not loaded.training
     x = torch.randn(5, *(2,) if isinstance(net, sg.MLP) else (1, 8, 8))
     t = torch.linspace(0.1, 0.7, 5) * sde.T

@@ -50,7 +50,7 @@ def test_exact_likelihood_2d_equals_analytic(name):
     assert torch.allclose(res.prior_log_prob, sde.prior_log_prob(res.z), rtol=0, atol=1e-12)
 
 
-@pytest.mark.parametrize("name", ["vp", "ve", "user"])
+@pytest.mark.parametrize("name", ["vp", "ve", "user", "flow"])
 def test_exact_likelihood_16d_equals_analytic(name):
     # Measured: rtol = atol = 1e-7 gives ~5e-5 nats in 16-D (1e-6 gives ~1e-3: too close).
     sde, mix = SDES[name](), mixture_16d()
