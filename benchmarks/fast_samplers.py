@@ -47,7 +47,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from problems import OrnsteinUhlenbeck, mixture_16d  # noqa: E402
+from problems import ComponentW2, OrnsteinUhlenbeck, mixture_16d  # noqa: E402
 from solvers import cpu_name, keep_interpretation  # noqa: E402
 
 import sde_gen as sg  # noqa: E402
@@ -64,7 +64,7 @@ def sdes() -> dict:
         "ve": sg.VESDE(),
         "user (OU)": OrnsteinUhlenbeck(),
     }
-    for name, cls in (("cosine_vp", "CosineVPSDE"), ("edm", "EDMSDE")):
+    for name, cls in (("cosine_vp", "CosineVPSDE"), ("edm", "EDMSDE"), ("flow", "RectifiedFlow")):
         if hasattr(sg, cls):
             out[name] = getattr(sg, cls)()
     return out
@@ -125,39 +125,6 @@ FAMILIES = [
 
 
 # -- the error figure --------------------------------------------------------------------------------
-
-
-def assign(mix, sde, x, eps):
-    """Component of largest responsibility under p_eps for every row of ``x``."""
-    means, covs = mix.marginal_params(sde, torch.full((1,), eps, dtype=DTYPE))
-    comps = torch.distributions.MultivariateNormal(means[0], covs[0])
-    return (comps.log_prob(x[:, None, :]) + mix.weights.log()).argmax(dim=1)
-
-
-class Figure:
-    """The per-component W2 figure and the mode-weight chi2 of a sample against a reference."""
-
-    def __init__(self, mix, sde, eps, n, n_ref, floor_reps, seed=1234):
-        g = torch.Generator().manual_seed(seed)
-        self.mix, self.sde, self.eps = mix, sde, eps
-        ref = mix.sample_marginal(n_ref, eps, sde, generator=g)
-        lab = assign(mix, sde, ref, eps)
-        self.ref = [ref[lab == k] for k in range(len(mix.weights))]
-        self.w_ref = torch.bincount(lab, minlength=len(mix.weights)).to(DTYPE) / n_ref
-        floors = [self(mix.sample_marginal(n, eps, sde, generator=g)) for _ in range(floor_reps)]
-        self.floor = tuple(sum(f[i] for f in floors) / floor_reps for i in range(2))
-
-    def __call__(self, x):
-        lab = assign(self.mix, self.sde, x, self.eps)
-        w_hat = torch.bincount(lab, minlength=len(self.ref)).to(DTYPE) / x.shape[0]
-        w2 = 0.0
-        for k, ref_k in enumerate(self.ref):
-            xk = x[lab == k]
-            w2 += float(self.mix.weights[k]) * (
-                sg.frechet_distance(xk, ref_k) if xk.shape[0] > 2 else math.inf
-            )
-        chi2 = float(((w_hat - self.w_ref) ** 2 / self.w_ref).sum())
-        return w2, chi2
 
 
 # -- DPM-Solver's published code (VP only) ----------------------------------------------------------
@@ -281,7 +248,7 @@ def main(argv=None) -> None:
             detail[(mname, sname)] = [tuple(r) for r in saved["rows"]]
             print(f"[{mname} / {sname}] read from {done}", flush=True)
             continue
-        fig = Figure(mix, sde, eps, n, n_ref, reps)
+        fig = ComponentW2(mix, sde, eps, n, n_ref, reps)
         g = torch.Generator().manual_seed(0)
         x_T = sde.prior_sample((n, mix.dim), generator=g, dtype=DTYPE)
         best, rows = {}, []

@@ -86,3 +86,43 @@ def energy_noise_floor(mix, sde, n: int, t: float, *, reps: int = 6, seed: int =
         [sg.energy_distance(mix.sample_marginal(n, t, sde, generator=g), ref) for _ in range(reps)]
     )
     return ref, floor
+
+
+class ComponentW2:
+    """The per-component W2 figure of a sample of ``p_eps`` and the mode-weight chi2, each against a
+    large exact reference set, with their noise floors (the same figures for exact sets of ``n``).
+
+    Each sample goes to the component of largest responsibility under ``p_eps``; the figure is
+    ``sum_k w_k W2^2(Gaussian fit to the samples of k, Gaussian fit to the reference's of k)`` (the
+    Fréchet distance per component), so the truncation by the assignment cancels; ``chi2 =
+    sum_k (w_hat_k - w_k)^2 / w_k``. ``floor`` is ``(w2, chi2)`` averaged over ``floor_reps`` exact
+    sets; benchmarks/fast_samplers.py reports a sampler as ``figure / floor``.
+    """
+
+    def __init__(self, mix, sde, eps, n, n_ref, floor_reps, seed=1234):
+        g = torch.Generator().manual_seed(seed)
+        self.mix, self.sde, self.eps = mix, sde, eps
+        ref = mix.sample_marginal(n_ref, eps, sde, generator=g)
+        lab = self.assign(ref)
+        self.ref = [ref[lab == k] for k in range(len(mix.weights))]
+        self.w_ref = torch.bincount(lab, minlength=len(mix.weights)).to(ref.dtype) / n_ref
+        floors = [self(mix.sample_marginal(n, eps, sde, generator=g)) for _ in range(floor_reps)]
+        self.floor = tuple(sum(f[i] for f in floors) / floor_reps for i in range(2))
+
+    def assign(self, x):
+        """The component of largest responsibility under p_eps for every row of ``x``."""
+        means, covs = self.mix.marginal_params(self.sde, torch.full((1,), self.eps, dtype=x.dtype))
+        comps = torch.distributions.MultivariateNormal(means[0], covs[0])
+        return (comps.log_prob(x[:, None, :]) + self.mix.weights.log()).argmax(dim=1)
+
+    def __call__(self, x):
+        lab = self.assign(x)
+        w_hat = torch.bincount(lab, minlength=len(self.ref)).to(x.dtype) / x.shape[0]
+        w2 = 0.0
+        for k, ref_k in enumerate(self.ref):
+            xk = x[lab == k]
+            w2 += float(self.mix.weights[k]) * (
+                sg.frechet_distance(xk, ref_k) if xk.shape[0] > 2 else math.inf
+            )
+        chi2 = float(((w_hat - self.w_ref) ** 2 / self.w_ref).sum())
+        return w2, chi2

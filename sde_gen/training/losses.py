@@ -7,7 +7,7 @@ one set of units, the noise units ``w(t) || std s_theta + z ||^2 / 2`` with ``w 
 whatever the network predicts (:mod:`sde_gen.models.parameterizations`): the parameterisation
 changes the network's target, never the objective. The weightings (``weightings.py``): ``std2``
 (the reference default), ``likelihood`` (``lambda = g^2``, an upper bound on the KL divergence,
-Song, Durkan, Murray & Ermon 2021, Thm. 1), ``min_snr``, ``edm``, ``sigmoid``. The times
+Song, Durkan, Murray & Ermon 2021, Thm. 1), ``min_snr``, ``edm``, ``sigmoid``, ``flow``. The times
 (``noise_levels.py``): uniform, likelihood importance sampling (``importance_sampling=True``:
 ``p(t) ~ g^2 / std^2``, the mean unchanged, its variance far lower, their Sec. 5), EDM's
 log-normal noise levels or logit-normal times. :meth:`DSMLoss.effective_weighting` gives what the
@@ -84,8 +84,9 @@ class DSMLoss:
     Args:
         sde: the forward SDE.
         weighting: a name in :data:`~sde_gen.WEIGHTINGS` (``"std2"``, ``"likelihood"``,
-            ``"min_snr"``, ``"edm"``, ``"sigmoid"``, with their default settings; :func:`sde_gen.weighting`
-            for others) or a callable ``weighting(sde, t, std) -> lambda(t) / std(t)^2`` of shape ``(B,)``.
+            ``"min_snr"``, ``"edm"``, ``"sigmoid"``, ``"flow"``, with their default settings;
+            :func:`sde_gen.weighting` for others) or a callable
+            ``weighting(sde, t, std) -> lambda(t) / std(t)^2`` of shape ``(B,)``.
         importance_sampling: draw ``t`` from ``p(t) ~ g^2 / std^2`` (:class:`ImportanceSampler`);
             only with ``weighting="likelihood"``, whose variance it reduces.
         time_sampler: a name in :data:`~sde_gen.TIME_SAMPLERS` (``"uniform"``, ``"importance"``,

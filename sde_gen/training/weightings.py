@@ -12,6 +12,11 @@ sigma_hat(t)``, ``SNR = 1 / sigma^2`` and the log-SNR ``l = -2 log sigma``:
   ``w = (sigma^2 + sigma_data^2) / sigma_data^2``.
 - ``sigmoid``: ``sigmoid(bias - l)`` per unit of log-SNR (Kingma & Gao 2023);
   ``w = sigmoid(bias - l) (-dl/dt)``.
+- ``flow``: weight 1 on the error of the straight path's velocity ``z - x_0`` at the same noise
+  level (flow matching, Lipman et al. 2023); ``w = (1 + sigma)^2``. On ``sg.RectifiedFlow`` with
+  uniform times and the ``"flow"`` parameterisation the loss is flow matching's
+  ``||v_theta - (z - x_0)||^2 / 2`` exactly: over the log-SNR ``e^(-l/2) / 2``, Kingma & Gao's
+  weighting of rectified flow.
 
 The data error is ``sigma^2`` times the noise error, the v error ``1 + sigma^2`` times
 (:meth:`sde_gen.Parameterization.unit`), so min-SNR reads ``min(SNR, gamma) / (SNR + 1)`` on the v
@@ -31,6 +36,7 @@ __all__ = [
     "MinSNRWeighting",
     "EDMWeighting",
     "SigmoidWeighting",
+    "flow_weighting",
     "WEIGHTINGS",
     "weighting",
 ]
@@ -130,6 +136,21 @@ class SigmoidWeighting(Weighting):
         return f"SigmoidWeighting(bias={self.bias})"
 
 
+class _Flow(Weighting):
+    """Flow matching's weighting: ``(1 + sigma)^2`` in noise units, the squared slope of the straight
+    path's velocity ``z - x_0 = (1 + sigma) z - xhat`` per unit of noise error at noise level
+    ``sigma`` (``xhat = x_0 + sigma z``)."""
+
+    name = "flow"
+
+    def __call__(self, sde, t, std):
+        return (1 + _sigma_hat(sde, t, std)) ** 2
+
+
+#: Flow matching's weighting, ``(1 + sigma)^2`` in noise units.
+flow_weighting = _Flow()
+
+
 #: The weightings by name, with their default settings (:func:`weighting` for others).
 WEIGHTINGS = {
     "std2": std2_weighting,
@@ -137,6 +158,7 @@ WEIGHTINGS = {
     "min_snr": MinSNRWeighting(),
     "edm": EDMWeighting(),
     "sigmoid": SigmoidWeighting(),
+    "flow": flow_weighting,
 }
 
 

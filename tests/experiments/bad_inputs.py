@@ -242,7 +242,7 @@ def _cases() -> list[Case]:
             "train.weighting=l2",
             ConfigError,
             r"^train\.weighting='l2' is not allowed: weighting must be one of "
-            r"\['edm', 'likelihood', 'min_snr', 'sigmoid', 'std2'\], got 'l2'",
+            r"\['edm', 'flow', 'likelihood', 'min_snr', 'sigmoid', 'std2'\], got 'l2'",
         ),
         cli(
             "cfg-importance-sampling-std2",
@@ -997,7 +997,8 @@ def _cases() -> list[Case]:
             "training",
             'sg.dsm_loss(sde, score, x, weighting="l2")',
             ValueError,
-            r"^weighting must be one of \['edm', 'likelihood', 'min_snr', 'sigmoid', 'std2'\], got 'l2'",
+            r"^weighting must be one of "
+            r"\['edm', 'flow', 'likelihood', 'min_snr', 'sigmoid', 'std2'\], got 'l2'",
         ),
         api(
             "dsm-eps-equals-T",

@@ -180,7 +180,7 @@ def test_a_time_sampler_is_replaceable_and_keeps_the_mean():
 
 def test_bad_dsm_loss_object_arguments():
     sde = sg.VPSDE()
-    names = r"\['edm', 'likelihood', 'min_snr', 'sigmoid', 'std2'\]"
+    names = r"\['edm', 'flow', 'likelihood', 'min_snr', 'sigmoid', 'std2'\]"
     with pytest.raises(ValueError, match=rf"^weighting must be one of {names}, got 'l1'"):
         sg.DSMLoss(sde, "l1")
     needs = r"^importance_sampling=True needs weighting='likelihood', got weighting="

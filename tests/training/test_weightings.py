@@ -49,6 +49,9 @@ def _noise_weight(name: str, sde, t: torch.Tensor, gamma=3.0, bias=-1.0, sd=0.6)
         return torch.minimum(snr, torch.full_like(snr, gamma)) * sigma**2
     if name == "edm":
         return (sigma**2 + sd**2) / (sigma * sd) ** 2 * sigma**2
+    if name == "flow":  # weight 1 on the straight path's velocity z - x0 at the time of this noise level
+        t_flow = sigma / (1 + sigma)
+        return 1 / (1 - t_flow) ** 2
     return torch.sigmoid(bias - log_snr) * rate
 
 
@@ -66,7 +69,7 @@ def _unit(name: str, sde, t: torch.Tensor, sd=0.6):
     }[name]
 
 
-@pytest.mark.parametrize("sde_name", ["vp", "ve", "user"])
+@pytest.mark.parametrize("sde_name", ["vp", "ve", "user", "flow"])
 @pytest.mark.parametrize("weighting", sorted(sg.WEIGHTINGS))
 def test_each_weighting_is_its_definition_in_the_units_of_every_parameterisation(sde_name, weighting):
     sde = SDES[sde_name]()
