@@ -57,7 +57,7 @@ TrainConfig = _schema(
     "TrainConfig", steps=int, batch_size=int, lr=float, warmup=int, cosine_decay=bool, grad_clip=Floatn,
     accumulate=int, ema_decay=float, ema_warmup=bool, parameterization=str, weighting=str,
     min_snr_gamma=float, sigmoid_bias=float, sigma_data=float, time_sampler=str, time_sampler_loc=Floatn,
-    time_sampler_scale=Floatn, importance_sampling=bool, eps=float, ckpt_every=Intn, keep=int,
+    time_sampler_scale=Floatn, importance_sampling=bool, coupling=str, eps=float, ckpt_every=Intn, keep=int,
     nonfinite=str, max_skips=int, eval_every=Intn, eval_n=int, p_uncond=float,
 )  # fmt: skip
 SampleConfig = _schema("SampleConfig", _target_=str, num=int, eps=float, w=float, interval=Any)

@@ -141,6 +141,7 @@ from .sdes import (
     SubVPSDE,
 )
 from .training import (
+    COUPLINGS,
     EMA,
     TIME_SAMPLERS,
     WEIGHTINGS,
@@ -167,6 +168,7 @@ from .training import (
     dsm_loss,
     flow_weighting,
     likelihood_weighting,
+    ot_permutation,
     std2_weighting,
     time_sampler,
     weighting,
@@ -188,7 +190,7 @@ __all__ = [
     "SampleResult", "KeyedNoise", "log_likelihood", "LikelihoodResult", "bits_per_dim", "exact_divergence",
     "hutchinson_divergence", "GaussianMixture", "energy_distance", "dsm_loss", "ImportanceSampler",
     "WEIGHTINGS", "DSMLoss", "UniformTime", "std2_weighting", "likelihood_weighting", "flow_weighting",
-    "ScoreModel",
+    "COUPLINGS", "ot_permutation", "ScoreModel",
     "PARAMETERIZATIONS", "Parameterization", "NoisePrediction", "ScorePrediction", "DataPrediction",
     "VPrediction", "FlowPrediction", "EDMPreconditioning", "parameterization", "Weighting", "MinSNRWeighting",
     "EDMWeighting", "SigmoidWeighting", "weighting", "LogNormalNoise", "LogitNormalTime", "TIME_SAMPLERS",

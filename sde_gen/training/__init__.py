@@ -6,7 +6,8 @@
 - ``ema.py``: the exponential moving average of the weights, with warm-up;
 - ``schedules.py``: learning-rate schedules;
 - ``losses.py``: ``DSMLoss`` (weighting and time sampler as replaceable parts), ``dsm_loss``;
-- ``weightings.py``: the weightings of the noise levels (std2, likelihood, min-SNR, EDM, sigmoid);
+- ``weightings.py``: the weightings of the noise levels (std2, likelihood, min-SNR, EDM, sigmoid, flow);
+- ``couplings.py``: pairing a batch with its noise (independent, minibatch optimal transport);
 - ``noise_levels.py``: the time samplers (uniform, importance, log-normal, logit-normal);
 - ``classifier_loss.py``: ``ClassifierLoss`` for noise-conditional classifiers;
 - ``callbacks.py``: progress, periodic evaluation, the base class loggers derive from.
@@ -17,6 +18,7 @@ Checkpoint files are ``sde_gen/files/``; the optimiser is any ``torch.optim.Opti
 from .batches import Batches
 from .callbacks import Callback, PeriodicEval, ProgressBar, ProgressPrinter
 from .classifier_loss import AccuracyCurve, ClassifierLoss, classifier_accuracy
+from .couplings import COUPLINGS, ot_permutation
 from .ema import EMA
 from .losses import DSMDraws, DSMLoss, dsm_loss
 from .noise_levels import (
@@ -57,6 +59,8 @@ __all__ = [
     "DSMDraws",
     "dsm_loss",
     "WEIGHTINGS",
+    "COUPLINGS",
+    "ot_permutation",
     "std2_weighting",
     "likelihood_weighting",
     "flow_weighting",

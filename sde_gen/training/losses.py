@@ -18,6 +18,9 @@ its SDE, a weighting and a time sampler (both replaceable: any ``weighting(sde, 
 lambda(t) / std(t)^2`` and any object with ``eps`` and ``sample(n, generator, dtype, device) ->
 (t, w)``); :func:`dsm_loss` is the same computation as one function call.
 
+``coupling="ot"`` pairs each batch with its noise by minibatch optimal transport
+(``couplings.py``; Tong et al. 2023) instead of independently.
+
 Conditioning (``loss(model, x, y=labels)``) is passed to ``model(x_t, t, **cond)``; with
 ``p_uncond > 0`` each label is replaced by the null label with that probability (label dropout,
 Ho & Salimans 2021, Alg. 1), so one network learns the conditional and the unconditional score.
@@ -43,6 +46,7 @@ from .._checks import (
 )
 from .._utils import batch_broadcast, batch_sum
 from ..sdes.base import check_sde
+from .couplings import COUPLINGS, ot_permutation
 from .noise_levels import ImportanceSampler, UniformTime
 from .noise_levels import time_sampler as make_time_sampler
 from .weightings import WEIGHTINGS, likelihood_weighting, std2_weighting
@@ -98,6 +102,9 @@ class DSMLoss:
         p_uncond: the probability of replacing each label ``y`` by ``null_label`` (label dropout for
             classifier-free guidance, Ho & Salimans 2021); 0 leaves the labels alone.
         null_label: the null label, ``K`` for a network with ``K`` classes; needed when ``p_uncond > 0``.
+        coupling: ``"independent"`` (each example's noise drawn on its own) or ``"ot"`` (the batch's
+            noise draws paired with its examples by minibatch optimal transport,
+            :func:`~sde_gen.ot_permutation`; the marginals are unchanged).
 
     Each example's loss is summed over its dimensions; the estimate is of the integral over
     ``[eps, T]`` divided by ``T - eps`` (the mean over uniform ``t``), for every time sampler.
@@ -113,8 +120,10 @@ class DSMLoss:
         eps: float = 1e-5,
         p_uncond: float = 0.0,
         null_label: int | None = None,
+        coupling: str = "independent",
     ):
         self.sde = check_sde(sde)
+        self.coupling = check_choice("coupling", coupling, COUPLINGS)
         self.p_uncond = check_real("p_uncond", p_uncond, low=0.0)
         if self.p_uncond > 1:
             raise ArgumentValueError("p_uncond", p_uncond, f"p_uncond must be in [0, 1], got {p_uncond!r}")
@@ -170,13 +179,17 @@ class DSMLoss:
         w = getattr(self._weight, "name", None) or getattr(self._weight, "__name__", "custom")
         w = w if type(self._weight) in (type(std2_weighting), type(likelihood_weighting)) else self._weight
         drop = f", p_uncond={self.p_uncond}, null_label={self.null_label}" if self.p_uncond else ""
-        return f"DSMLoss(weighting={w!r}, time_sampler={self.time_sampler!r}{drop})"
+        ot = ", coupling='ot'" if self.coupling == "ot" else ""
+        return f"DSMLoss(weighting={w!r}, time_sampler={self.time_sampler!r}{drop}{ot})"
 
     def draw(self, x: torch.Tensor, generator: torch.Generator | None = None) -> DSMDraws:
         """Draw ``t``, the noise ``z`` and (with ``p_uncond > 0``) the dropped labels ``u < p_uncond``,
-        ``u ~ U(0, 1)``, for the batch ``x``, in that order from ``generator``."""
+        ``u ~ U(0, 1)``, for the batch ``x``, in that order from ``generator``; with
+        ``coupling="ot"`` the noise draws are then permuted to pair with ``x`` by optimal transport."""
         t, w = self.time_sampler.sample(x.shape[0], generator=generator, dtype=x.dtype, device=x.device)
         z = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+        if self.coupling == "ot":
+            z = z[ot_permutation(x, z)]
         drop = None
         if self.p_uncond > 0:
             u = torch.rand(x.shape[0], generator=generator, dtype=torch.float32, device=x.device)

@@ -290,6 +290,13 @@ def _cases() -> list[Case]:
             r"\['importance', 'log_normal', 'logit_normal', 'uniform'\], got 'lognormal'",
         ),
         cli(
+            "cfg-coupling-unknown",
+            "train.coupling=sinkhorn",
+            ConfigError,
+            r"^train\.coupling='sinkhorn' is not allowed: coupling must be one of \['independent', 'ot'\], "
+            r"got 'sinkhorn'",
+        ),
+        cli(
             "cfg-time-sampler-with-importance-sampling",
             "train.time_sampler=log_normal train.weighting=edm",
             ConfigError,

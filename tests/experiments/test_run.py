@@ -207,6 +207,12 @@ def test_digits_flow_preset_is_flow_matching(tmp_path):
     assert isinstance(loaded.sde, sg.RectifiedFlow) and loaded.param == sg.FlowPrediction()
 
 
+def test_train_coupling_reaches_the_loss():
+    assert run_script.build(cfg_of("experiment=gmm8", *TINY)).trainer.loss_fn.coupling == "independent"
+    built = run_script.build(cfg_of("experiment=digits_flow", "train.coupling=ot", *TINY))
+    assert built.trainer.loss_fn.coupling == "ot"
+
+
 def test_conditional_model_needs_labels_and_unconditional_no_dropout():
     with pytest.raises(run_script.ConfigError, match=r"model.num_classes=10.*null: data=gmm8 has no labels"):
         run_script.build(cfg_of("experiment=gmm8", "model.num_classes=10", *TINY))
