@@ -23,6 +23,7 @@ minus the data's entropy, in nats.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import sys
 import time
@@ -60,10 +61,7 @@ def train(sde, param, weighting, coupling, steps: int, seed: int):
     t0 = time.perf_counter()
     trainer.fit(steps)
     with trainer.ema.applied(model):
-        trained = sg.ScoreModel(
-            sg.MLP(2, hidden=256, depth=3, embed_dim=128), sde, param
-        )  # a float64 copy of the EMA weights
-        trained.load_state_dict(model.state_dict())
+        trained = copy.deepcopy(model)  # the EMA weights
     return trained.double().eval(), time.perf_counter() - t0
 
 

@@ -48,7 +48,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 RUN = ROOT / "experiments" / "run.py"
 PAGE = ROOT / "docs" / "objectives.md"
-MARK_OPEN, MARK_CLOSE = "<!-- interpretation -->", "<!-- /interpretation -->"
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from solvers import keep_interpretation  # noqa: E402
+
 DATA_OPEN, DATA_CLOSE = "<!-- objectives-runs", "objectives-runs -->"
 
 
@@ -421,12 +424,6 @@ def weight_section() -> list[str]:
         shares = [float(w[(grid >= a) & ((grid < b) | (b == hi))].sum()) for a, b in pairwise(edges)]
         lines.append(f"| {', '.join(names)} | " + " | ".join(f"{x:.2f}" for x in shares) + " |")
     return lines + [""]
-
-
-def keep_interpretation(page: Path) -> list[str]:
-    text = page.read_text() if page.is_file() else ""
-    i, j = text.find(MARK_OPEN), text.find(MARK_CLOSE)
-    return [text[i : j + len(MARK_CLOSE)], ""] if 0 <= i < j else []
 
 
 def write_page(page: Path, records: list[dict]) -> None:

@@ -35,7 +35,5 @@ def ot_permutation(x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     a = x.detach().reshape(x.shape[0], -1).to("cpu", torch.float64)
     b = z.detach().reshape(z.shape[0], -1).to("cpu", torch.float64)
     cost = torch.cdist(a, b) ** 2
-    rows, cols = linear_sum_assignment(cost.numpy())
-    perm = torch.empty(x.shape[0], dtype=torch.long)
-    perm[torch.from_numpy(rows)] = torch.from_numpy(cols)
-    return perm.to(z.device)
+    _, cols = linear_sum_assignment(cost.numpy())  # rows come back as 0..B-1, in order
+    return torch.from_numpy(cols).to(z.device)

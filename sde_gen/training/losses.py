@@ -258,7 +258,7 @@ class DSMLoss:
         std = self.sde.marginal(torch.zeros(t.shape[0], 1, dtype=torch.float64), t)[1]
         w = self._weight(self.sde, t, std)
         sampler = self.time_sampler
-        if getattr(sampler, "reweight", False) or isinstance(sampler, UniformTime):
+        if getattr(sampler, "reweight", False):
             p = torch.full_like(t, 1.0 / (self.sde.T - self.eps))
         elif hasattr(sampler, "density"):
             p = sampler.density(t)

@@ -42,12 +42,6 @@ __all__ = [
 ]
 
 
-def _sigma_hat(sde, t: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-    """``sigma_hat = std / scale`` at ``t`` (``std`` already at hand)."""
-    scale = sde.kernel(t, t[:, None]).scale[:, 0]
-    return std / scale
-
-
 class Weighting:
     """A weighting of noise levels: ``weighting(sde, t, std)`` is its weight in noise units."""
 
@@ -95,7 +89,7 @@ class MinSNRWeighting(Weighting):
         self.gamma = check_positive("min_snr_gamma", gamma)
 
     def __call__(self, sde, t, std):
-        return torch.clamp(self.gamma * _sigma_hat(sde, t, std) ** 2, max=1.0)
+        return torch.clamp(self.gamma * sde.sigma_hat(t) ** 2, max=1.0)
 
     def __repr__(self) -> str:
         return f"MinSNRWeighting(gamma={self.gamma})"
@@ -112,7 +106,7 @@ class EDMWeighting(Weighting):
         self.sigma_data = check_positive("sigma_data", sigma_data)
 
     def __call__(self, sde, t, std):
-        return (_sigma_hat(sde, t, std) ** 2 + self.sigma_data**2) / self.sigma_data**2
+        return (sde.sigma_hat(t) ** 2 + self.sigma_data**2) / self.sigma_data**2
 
     def __repr__(self) -> str:
         return f"EDMWeighting(sigma_data={self.sigma_data})"
@@ -129,7 +123,7 @@ class SigmoidWeighting(Weighting):
         self.bias = check_real("sigmoid_bias", bias)
 
     def __call__(self, sde, t, std):
-        log_snr = -2 * torch.log(_sigma_hat(sde, t, std))
+        log_snr = -2 * torch.log(sde.sigma_hat(t))
         return torch.sigmoid(self.bias - log_snr) * sde.diffusion(t) ** 2 / std**2
 
     def __repr__(self) -> str:
@@ -144,7 +138,7 @@ class _Flow(Weighting):
     name = "flow"
 
     def __call__(self, sde, t, std):
-        return (1 + _sigma_hat(sde, t, std)) ** 2
+        return (1 + sde.sigma_hat(t)) ** 2
 
 
 #: Flow matching's weighting, ``(1 + sigma)^2`` in noise units.
