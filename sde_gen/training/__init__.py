@@ -8,6 +8,7 @@
 - ``losses.py``: ``DSMLoss`` (weighting and time sampler as replaceable parts), ``dsm_loss``;
 - ``weightings.py``: the weightings of the noise levels (std2, likelihood, min-SNR, EDM, sigmoid, flow);
 - ``couplings.py``: pairing a batch with its noise (independent, minibatch optimal transport);
+- ``reflow.py``: the (sample, noise) pairs of a model's probability-flow ODE, to reflow on;
 - ``noise_levels.py``: the time samplers (uniform, importance, log-normal, logit-normal);
 - ``classifier_loss.py``: ``ClassifierLoss`` for noise-conditional classifiers;
 - ``callbacks.py``: progress, periodic evaluation, the base class loggers derive from.
@@ -30,6 +31,7 @@ from .noise_levels import (
     time_sampler,
 )
 from .nonfinite import NONFINITE, NonFinite
+from .reflow import reflow_pairs
 from .schedules import WarmupCosine
 from .trainer import Trainer
 from .weightings import (
@@ -61,6 +63,7 @@ __all__ = [
     "WEIGHTINGS",
     "COUPLINGS",
     "ot_permutation",
+    "reflow_pairs",
     "std2_weighting",
     "likelihood_weighting",
     "flow_weighting",

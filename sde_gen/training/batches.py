@@ -30,9 +30,15 @@ class Batches:
         labels: integer class labels ``(N,)`` in ``[0, K)``, one per item: then
             ``next(with_cond=True)`` returns each batch with its conditioning ``{"y": labels}`` (the
             rows of the same items), which a :class:`~sde_gen.Trainer` hands to its loss.
+        noise: a standard normal row per item, shaped like ``data`` (e.g. the paired noise of
+            :func:`~sde_gen.reflow_pairs`): the rows travel with their items, and
+            ``next(with_cond=True)`` returns them under ``cond["noise"]``, which a
+            :class:`~sde_gen.Trainer` hands to the loss's ``draw(..., noise=...)`` to use as the
+            noise ``z`` of ``x_t = mean(t) x + std(t) z`` instead of independent draws (reflow). It
+            is data, not state: :meth:`state_dict` does not hold it.
 
-    Floating ``data`` must be finite: NaN or Inf raises ``ValueError`` naming the bad items' count
-    and indices, checked once here. The order's state (generator, permutation, position) is in
+    Floating ``data`` and ``noise`` must be finite: NaN or Inf raises ``ValueError`` naming the bad
+    items' count and indices, checked once here. The order's state (generator, permutation, position) is in
     :meth:`state_dict`.
     """
 
@@ -44,6 +50,7 @@ class Batches:
         transform: Callable | None = None,
         seed: int = 0,
         labels: torch.Tensor | None = None,
+        noise: torch.Tensor | None = None,
     ):
         if not isinstance(data, torch.Tensor):
             raise ArgumentTypeError(
@@ -66,6 +73,7 @@ class Batches:
             _check_finite(check_tensor("data", data))
         self.data = data
         self.labels = None if labels is None else _check_labels(labels, n)
+        self.noise = None if noise is None else _check_noise(noise, data)
         if batch_size is None:
             batch_size = min(DEFAULT_BATCH_SIZE, n)
         self.batch_size = check_int("batch_size", batch_size, low=1)
@@ -88,6 +96,7 @@ class Batches:
 
     def __repr__(self) -> str:
         labelled = "" if self.labels is None else ", labels"
+        labelled += "" if self.noise is None else ", noise"
         return f"Batches(N={self.data.shape[0]}, batch_size={self.batch_size}, seed={self.seed}{labelled})"
 
     def next(
@@ -98,8 +107,9 @@ class Batches:
         with_cond: bool = False,
     ) -> torch.Tensor | tuple[torch.Tensor, dict]:
         """The next batch, moved to ``device`` and transformed with noise from ``generator``; with
-        ``with_cond=True`` the pair ``(batch, cond)``, ``cond`` = ``{"y": labels}`` of the same items
-        (``{}`` without labels). The data order does not depend on ``with_cond``."""
+        ``with_cond=True`` the pair ``(batch, cond)``, ``cond`` = ``{"y": labels, "noise": noise}`` of
+        the same items (each key only where given; ``{}`` without either). The data order depends
+        on neither ``with_cond`` nor whether labels or noise are given."""
         n = self.data.shape[0]
         idx, have = [], 0
         while have < self.batch_size:
@@ -116,10 +126,11 @@ class Batches:
         batch = self.transform(batch, generator) if self.transform is not None else batch
         if not with_cond:
             return batch
-        if self.labels is None:
-            return batch, {}
-        y = self.labels[idx]
-        return batch, {"y": y.to(device) if device is not None else y}
+        cond = {}
+        for key, rows in (("y", self.labels), ("noise", self.noise)):
+            if rows is not None:
+                cond[key] = rows[idx].to(device) if device is not None else rows[idx]
+        return batch, cond
 
     def state_dict(self) -> dict:
         return {"generator": self.generator.get_state(), "perm": self.perm, "pos": self.pos}
@@ -194,7 +205,27 @@ def _check_labels(labels, n: int) -> torch.Tensor:
     return labels.to(torch.long)
 
 
-def _check_finite(data: torch.Tensor, chunk: int = 1 << 22) -> None:
+def _check_noise(noise, data: torch.Tensor) -> torch.Tensor:
+    """``noise``: a finite floating-point tensor shaped like ``data``, one row per item."""
+    if not isinstance(noise, torch.Tensor):
+        raise ArgumentTypeError(
+            "noise", noise, f"noise must be a torch.Tensor shaped like data, got {type(noise).__name__}"
+        )
+    if not noise.is_floating_point():
+        raise ArgumentTypeError(
+            "noise", noise, f"noise must be a floating-point tensor of normal draws, got {noise.dtype}"
+        )
+    if noise.shape != data.shape:
+        raise ArgumentValueError(
+            "noise",
+            noise,
+            f"noise must be shaped like data {tuple(data.shape)}, one row per item, got {tuple(noise.shape)}",
+        )
+    _check_finite(noise, name="noise")
+    return noise
+
+
+def _check_finite(data: torch.Tensor, chunk: int = 1 << 22, name: str = "data") -> None:
     """NaN or Inf anywhere in ``data`` raises ``ValueError`` with the count and the first indices of
     the items that hold one; checked ``chunk`` values at a time (bounded extra memory)."""
     n = data.shape[0]
@@ -209,8 +240,8 @@ def _check_finite(data: torch.Tensor, chunk: int = 1 << 22) -> None:
         idx = torch.cat(bad)
         first = idx[:10].tolist()
         raise ArgumentValueError(
-            "data",
+            name,
             data,
-            f"data must be finite: {idx.numel()} of its {n} items hold NaN or Inf (indices "
+            f"{name} must be finite: {idx.numel()} of its {n} items hold NaN or Inf (indices "
             f"{first}{' ...' if idx.numel() > 10 else ''}); remove or repair them before training",
         )

@@ -19,7 +19,8 @@ lambda(t) / std(t)^2`` and any object with ``eps`` and ``sample(n, generator, dt
 (t, w)``); :func:`dsm_loss` is the same computation as one function call.
 
 ``coupling="ot"`` pairs each batch with its noise by minibatch optimal transport
-(``couplings.py``; Tong et al. 2023) instead of independently.
+(``couplings.py``; Tong et al. 2023) instead of independently; ``loss(model, x, noise=z)`` takes
+the noise already paired with each example (reflow, ``reflow.py``; Liu et al. 2022).
 
 Conditioning (``loss(model, x, y=labels)``) is passed to ``model(x_t, t, **cond)``; with
 ``p_uncond > 0`` each label is replaced by the null label with that probability (label dropout,
@@ -182,24 +183,62 @@ class DSMLoss:
         ot = ", coupling='ot'" if self.coupling == "ot" else ""
         return f"DSMLoss(weighting={w!r}, time_sampler={self.time_sampler!r}{drop}{ot})"
 
-    def draw(self, x: torch.Tensor, generator: torch.Generator | None = None) -> DSMDraws:
+    def draw(
+        self, x: torch.Tensor, generator: torch.Generator | None = None, noise: torch.Tensor | None = None
+    ) -> DSMDraws:
         """Draw ``t``, the noise ``z`` and (with ``p_uncond > 0``) the dropped labels ``u < p_uncond``,
         ``u ~ U(0, 1)``, for the batch ``x``, in that order from ``generator``; with
-        ``coupling="ot"`` the noise draws are then permuted to pair with ``x`` by optimal transport."""
+        ``coupling="ot"`` the noise draws are then permuted to pair with ``x`` by optimal transport.
+
+        ``noise`` (shaped like ``x``, cast to its dtype and device) is used as ``z`` instead of a
+        draw: the noise paired with each example, e.g. by :func:`~sde_gen.reflow_pairs` (reflow,
+        Liu et al. 2022). The times are drawn first as without it, but no noise is drawn, so the
+        draws that follow (the dropped labels) and the generator's state afterwards differ from
+        those of a call without ``noise``. Not with ``coupling="ot"``, which pairs its own draws."""
+        if noise is not None:
+            if self.coupling == "ot":
+                raise ArgumentValueError(
+                    "coupling",
+                    self.coupling,
+                    "coupling='ot' pairs its own noise draws with the batch; it cannot take given noise "
+                    "(the pairs of reflow are already coupled): use coupling='independent'",
+                )
+            noise = check_tensor("noise", noise)
+            if noise.shape != x.shape:
+                raise ArgumentValueError(
+                    "noise",
+                    noise,
+                    f"noise must be shaped like x {tuple(x.shape)}, one row per example, got "
+                    f"{tuple(noise.shape)}",
+                )
         t, w = self.time_sampler.sample(x.shape[0], generator=generator, dtype=x.dtype, device=x.device)
-        z = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
-        if self.coupling == "ot":
-            z = z[ot_permutation(x, z)]
+        if noise is not None:
+            z = noise.to(dtype=x.dtype, device=x.device)
+        else:
+            z = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+            if self.coupling == "ot":
+                z = z[ot_permutation(x, z)]
         drop = None
         if self.p_uncond > 0:
             u = torch.rand(x.shape[0], generator=generator, dtype=torch.float32, device=x.device)
             drop = u < self.p_uncond
         return DSMDraws(t, z, w, drop)
 
-    def draws_for(self, x: torch.Tensor, generator=None, draws: DSMDraws | None = None) -> DSMDraws:
-        """``draws`` checked against ``x``, or fresh ones from ``generator``."""
+    def draws_for(
+        self,
+        x: torch.Tensor,
+        generator=None,
+        draws: DSMDraws | None = None,
+        noise: torch.Tensor | None = None,
+    ) -> DSMDraws:
+        """``draws`` checked against ``x``, or fresh ones from ``generator`` (with ``noise`` as
+        their ``z`` where given, :meth:`draw`); ``draws`` and ``noise`` together are refused."""
         if draws is None:
-            return self.draw(x, generator)
+            return self.draw(x, generator, noise)
+        if noise is not None:
+            raise ArgumentValueError(
+                "noise", noise, "pass noise or draws, not both: draws already hold the noise z"
+            )
         if draws.z.shape != x.shape or draws.t.shape != x.shape[:1]:
             raise ArgumentValueError(
                 "draws",
@@ -216,17 +255,20 @@ class DSMLoss:
         *,
         generator: torch.Generator | None = None,
         draws: DSMDraws | None = None,
+        noise: torch.Tensor | None = None,
         **cond,
     ) -> torch.Tensor:
         """The loss of each example of ``x`` ``(B, ...)``, shape ``(B,)``, for the score function
         ``model(x_t, t, **cond)`` (``model(x_t, t)`` without conditioning; labels ``y`` dropped as
         :meth:`draw` says). ``draws`` (from :meth:`draw`) fixes the times, noise and dropped
-        labels; then ``generator`` is not used. Data-parallel training draws for the whole global
+        labels; then ``generator`` is not used. ``noise`` (shaped like ``x``; not with ``draws``)
+        is the noise paired with each example, used as ``z`` (:meth:`draw`; reflow); it is not
+        passed to the model. Data-parallel training draws for the whole global
         batch and gives each rank its shard, so that the ranks together compute the single-process
         estimate."""
         check_score_fn(model)
         x = check_tensor("x", x)
-        draws = self.draws_for(x, generator, draws)
+        draws = self.draws_for(x, generator, draws, noise)
         t, z, w, drop = draws
         if self.p_uncond > 0:
             cond = self._drop_labels(cond, drop, x.shape[0])

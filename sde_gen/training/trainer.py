@@ -24,6 +24,7 @@ from .batches import Batches
 from .callbacks import Callback
 from .ema import EMA
 from .nonfinite import NonFinite, nonfinite_error
+from .reflow import check_takes_noise
 
 __all__ = ["Trainer"]
 
@@ -38,6 +39,8 @@ class Trainer:
             ``DSMLoss`` has) is called as ``loss_fn(model, shard, draws=draws.shard(...))``, which
             makes data-parallel training equal to one process. With labelled batches the loss
             also gets their conditioning, ``loss_fn(..., y=labels)`` (each rank its shard).
+            With paired noise (``Batches(noise=...)``, reflow) the loss must have such a
+            ``draw(batch, generator, noise=...)``: the noise of the whole micro-batch goes to it.
         data: a :class:`~sde_gen.Batches` (data, batch size, transform, seed, labels), or a tensor
             for ``Batches(data)``.
         optimizer: a ``torch.optim.Optimizer`` over ``model.parameters()``, or a callable
@@ -105,6 +108,8 @@ class Trainer:
             raise ValueError(
                 "data-parallel training needs a loss with a draw(batch, generator) method, e.g. DSMLoss"
             )
+        if getattr(self.data, "noise", None) is not None:
+            check_takes_noise(loss_fn)
         self._shard = slice(*dist.shard_range(self.data.batch_size))
         self.optimizer = self._build_optimizer(optimizer)
         self._base_lrs = [group["lr"] for group in self.optimizer.param_groups]
@@ -201,11 +206,18 @@ class Trainer:
         self.torch_rng = snap["torch_rng"]
 
     def _micro_loss(self, x: torch.Tensor, cond: dict) -> torch.Tensor:
-        """The mean loss of this rank's shard of the micro-batch ``x`` and its conditioning ``cond``."""
+        """The mean loss of this rank's shard of the micro-batch ``x`` and its conditioning ``cond``;
+        ``cond["noise"]`` (paired noise from ``Batches(noise=...)``) goes to the loss's ``draw``
+        for the whole micro-batch, not to the model."""
+        cond = dict(cond)
+        noise = cond.pop("noise", None)
+        if noise is not None:
+            check_takes_noise(self.loss_fn)
         draw = getattr(self.loss_fn, "draw", None)
         if draw is None:
             return self.loss_fn(self.net, x, generator=self.noise_gen, **cond).mean()
-        draws = draw(x, generator=self.noise_gen)
+        paired = {} if noise is None else {"noise": noise}
+        draws = draw(x, generator=self.noise_gen, **paired)
         shard = {k: v[self._shard] for k, v in cond.items()}  # labels go with their examples
         return self.loss_fn(self.net, x[self._shard], draws=draws.shard(self._shard), **shard).mean()
 
