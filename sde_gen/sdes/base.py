@@ -52,7 +52,13 @@ class SDE(abc.ABC):
     :meth:`prior_log_prob`; every solver, predictor, corrector and likelihood in ``sde_gen`` then
     works for the subclass. ``marginal`` must be the Gaussian kernel of the SDE with a mean affine
     in ``x_0`` (true of every SDE with a linear drift), which the derived methods rely on.
+
+    ``recommended_schedules`` maps a solver's class name to the named time grid it should use on
+    this SDE when the caller gives none (:meth:`schedule_for`); empty here, so each solver keeps
+    its own ``default_schedule``. A subclass fills it from measurements (docs/samplers.md).
     """
+
+    recommended_schedules: dict[str, str] = {}
 
     def __init__(self, T: float = 1.0):
         self.T = check_positive("T", T)
@@ -158,6 +164,15 @@ class SDE(abc.ABC):
     def probability_flow(self, score_fn: Callable) -> ProbabilityFlowODE:
         """The probability-flow ODE ``dx/dt = f - g^2 s / 2`` (Song et al. 2021, Eq. 13)."""
         return ProbabilityFlowODE(self, score_fn)
+
+    def schedule_for(self, solver) -> str:
+        """The named grid ``solver`` uses on this SDE when it is given none: the entry of
+        ``recommended_schedules`` for its class or the nearest base class named there, else
+        ``solver.default_schedule``."""
+        for cls in type(solver).__mro__:
+            if cls.__name__ in self.recommended_schedules:
+                return self.recommended_schedules[cls.__name__]
+        return solver.default_schedule
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))

@@ -51,6 +51,20 @@ def test_samplers_reach_the_noise_floor_on_the_straight_path(solver, within):
     assert ratio < within, (solver, ratio)
 
 
+def test_the_default_grids_on_the_straight_path_reach_the_floor_at_20_evaluations():
+    """Given no grid, a solver runs on the one RectifiedFlow recommends for it (measured,
+    docs/flows.md): at 20 evaluations the best of DPM-Solver++, UniPC and iPNDM at their defaults
+    is within 2x of the noise floor (iPNDM on the grid uniform in t), and each default beats the
+    grid the solver would use on VP (iPNDM's edm, UniPC's and DPM-Solver++'s log_snr)."""
+    ratios = {}
+    for make, vp_grid in ((sg.DPMSolverPlusPlus, "log_snr"), (sg.UniPC, "log_snr"), (sg.IPNDM, "edm")):
+        default, nfe = _ratio(make(steps=20))
+        assert nfe == 20
+        assert default < _ratio(make(steps=20, schedule=vp_grid))[0], make
+        ratios[make.__name__] = default
+    assert min(ratios.values()) < 2.0, ratios
+
+
 def test_the_classic_flow_matching_sampler_converges_at_its_order():
     """Euler and midpoint in t on the velocity (flow matching's own samplers, the same grid as
     facebookresearch/flow_matching's ODESolver: benchmarks/flow_matching_reference.py) approach the

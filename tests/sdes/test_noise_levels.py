@@ -310,6 +310,48 @@ def test_named_schedules_differ_where_they_should():
     torch.testing.assert_close(g, r**7, rtol=1e-13, atol=0)
 
 
+def _grid(solver, sde):
+    return solver.grid(sde, sde.T, 1e-3)
+
+
+def test_a_solver_given_no_schedule_runs_on_the_sdes_recommendation():
+    """``schedule=None`` (the default) is ``sde.schedule_for(solver)``: on an SDE that recommends
+    nothing, each solver's own ``default_schedule``; an SDE's ``recommended_schedules`` entry for a
+    solver class (or for its nearest named base class) otherwise; an explicit schedule wins."""
+    vp = sg.VPSDE()
+    own = {
+        sg.IPNDM(steps=10): "edm",
+        sg.Heun(steps=20): "edm",
+        sg.DPMSolverPlusPlus(steps=10): "log_snr",
+        sg.UniPC(steps=10): "log_snr",
+        sg.DDIM(steps=10): "log_snr",
+        sg.EulerMaruyama(steps=10): "time_uniform",
+        sg.PredictorCorrector(steps=10): "time_uniform",
+    }
+    for solver, name in own.items():
+        assert solver.schedule is None and vp.schedule_for(solver) == name
+        assert torch.equal(_grid(solver, vp), time_grid(vp, name, 10, 1.0, 1e-3)), solver
+
+    class UsersVP(sg.VPSDE):
+        recommended_schedules = {"IPNDM": "time_quadratic", "SteppingSolver": "log_snr"}
+
+    class UsersIPNDM(sg.IPNDM):
+        pass
+
+    mine = UsersVP()
+    assert torch.equal(_grid(UsersIPNDM(steps=10), mine), time_grid(mine, "time_quadratic", 10, 1.0, 1e-3))
+    assert torch.equal(_grid(sg.EulerMaruyama(steps=10), mine), time_grid(mine, "log_snr", 10, 1.0, 1e-3))
+    explicit = sg.IPNDM(steps=10, schedule="time_uniform")
+    assert torch.equal(_grid(explicit, mine), time_grid(mine, "time_uniform", 10, 1.0, 1e-3))
+
+    class Misspelt(sg.VPSDE):
+        recommended_schedules = {"IPNDM": "uniform"}
+
+    with pytest.raises(ValueError, match="schedule must be one of") as err:
+        _grid(sg.IPNDM(steps=10), Misspelt())
+    assert err.value.name == "schedule"
+
+
 def test_explicit_grid_passes_through_to_the_solver_and_the_result():
     sde = sg.VPSDE()
     grid = torch.tensor([1.0, 0.6, 0.25, 0.05, 1e-3], dtype=F64)
@@ -360,9 +402,9 @@ def test_explicit_grid_passes_through_to_the_solver_and_the_result():
         ([1.0], ValueError, r"at least 2 times, got shape \(1,\)"),
         ([1.0, math.nan, 1e-3], ValueError, r"^an explicit schedule must hold finite times, got \[1\.0, nan"),
         (["a", "b"], TypeError, r"^schedule must be one of .* or a 1-D tensor of times, got list"),
-        (None, TypeError, r"got NoneType"),
+        ({"time_uniform"}, TypeError, r"got set"),
     ],
-    ids=["unknown-name", "repeated-time", "increasing", "0-d", "2-d", "one-time", "nan", "strings", "none"],
+    ids=["unknown-name", "repeated-time", "increasing", "0-d", "2-d", "one-time", "nan", "strings", "set"],
 )
 def test_bad_schedules_are_named(schedule, error, match):
     with pytest.raises(error, match=match):

@@ -13,7 +13,7 @@ import torch
 
 from ..._checks import ArgumentTypeError, ArgumentValueError, check_int
 from ..noise import KeyedNoise
-from .grids import check_schedule, time_grid
+from .grids import check_schedule, resolve_schedule, time_grid
 
 __all__ = ["Solver", "SteppingSolver", "StepOutput", "StepInfo", "SolverState", "noise_like"]
 
@@ -144,17 +144,21 @@ class SteppingSolver(Solver):
 
     ``schedule`` gives the grid (:func:`~sde_gen.solvers.grids.time_grid`: ``"time_uniform"``,
     ``"time_quadratic"``, ``"log_snr"``, ``"edm"`` or an explicit decreasing tensor of times, in
-    which case ``steps`` is its length minus one). Subclasses implement :meth:`update`, the
+    which case ``steps`` is its length minus one); ``None`` (the default) takes the grid the SDE
+    recommends for this solver, ``sde.schedule_for(solver)``, which is the class's
+    ``default_schedule`` unless the SDE names another. Subclasses implement :meth:`update`, the
     arithmetic of one step; :meth:`step` does the bookkeeping around it.
     """
 
     #: the fewest steps the method can take, and why (multistep methods may need more)
     min_steps: int = 1
     min_steps_why: str = ""
+    #: the named grid used when neither the caller nor the SDE chooses one
+    default_schedule: str = "time_uniform"
 
-    def __init__(self, steps: int | None = None, schedule="time_uniform"):
+    def __init__(self, steps: int | None = None, schedule=None):
         self.schedule = check_schedule(schedule)
-        if not isinstance(self.schedule, str):
+        if isinstance(self.schedule, torch.Tensor):
             n = self.schedule.numel() - 1
             if steps is not None and check_int("steps", steps, low=1) != n:
                 raise ArgumentValueError(
@@ -169,7 +173,7 @@ class SteppingSolver(Solver):
 
     def grid(self, sde, t_start: float, t_end: float) -> torch.Tensor:
         """The times this solver visits from ``t_start`` to ``t_end`` (float64, ``steps + 1``)."""
-        return time_grid(sde, self.schedule, self.steps, t_start, t_end)
+        return time_grid(sde, resolve_schedule(sde, self), self.steps, t_start, t_end)
 
     def nfe(self, steps: int) -> int:
         """One score evaluation per step (subclasses that take more say so)."""

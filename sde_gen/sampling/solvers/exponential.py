@@ -100,7 +100,8 @@ def init_multistep(solver, order, allowed, lower_order_final) -> None:
 
 class DDIM(SteppingSolver):
     """DDIM (Song, Meng & Ermon 2021, Eq. 12) for any SDE, in ``(xhat, sigma_hat)``: ``steps`` score
-    evaluations, one per step, on the grid ``schedule`` names (default uniform in lambda).
+    evaluations, one per step, on the grid ``schedule`` names (default: the SDE's choice,
+    ``sde.schedule_for``, which is uniform in lambda unless the SDE recommends another).
 
     From ``sigma`` to ``sigma' < sigma`` with ``D = E[x_0 | x_t]`` and ``z ~ N(0, I)``::
 
@@ -114,8 +115,9 @@ class DDIM(SteppingSolver):
     """
 
     convergence_order = 1.0
+    default_schedule = "log_snr"
 
-    def __init__(self, steps: int | None = None, eta: float = 0.0, schedule="log_snr"):
+    def __init__(self, steps: int | None = None, eta: float = 0.0, schedule=None):
         self.eta = check_real("eta", eta, low=0.0)
         if self.eta > 1.0:
             raise ArgumentValueError(
@@ -148,7 +150,8 @@ class DDIM(SteppingSolver):
 class DPMSolverPlusPlus(SteppingSolver):
     """Multistep DPM-Solver++ (Lu et al. 2022, "DPM-Solver++", Algorithm 2 and its 3M variant) in
     data prediction, for any SDE: ``steps`` score evaluations, one per step, on the grid
-    ``schedule`` names (default uniform in lambda, as the paper recommends).
+    ``schedule`` names (default: the SDE's choice, ``sde.schedule_for``, which is uniform in lambda,
+    as the paper recommends, unless the SDE recommends another).
 
     Step ``h = lambda' - lambda`` with the denoiser values ``D_0, D_1, D_2`` at the last grid points
     (``r_j h`` apart, ``r_j = h_j / h``)::
@@ -172,11 +175,13 @@ class DPMSolverPlusPlus(SteppingSolver):
     part guarantees; on Gaussian data (linear ``D``) we measure weak order 2.
     """
 
+    default_schedule = "log_snr"
+
     def __init__(
         self,
         steps: int | None = None,
         order: int = 2,
-        schedule="log_snr",
+        schedule=None,
         stochastic: bool = False,
         lower_order_final: bool = True,
     ):

@@ -10,6 +10,11 @@ same thing for VP, sub-VP, VE and any SDE a user writes:
 - ``"log_snr"``: uniform in the half log-SNR ``lambda = -log sigma_hat`` (Lu et al. 2022, Sec. 3.3).
 - ``"edm"``: ``sigma_hat_i = (s_max^(1/rho) + i/N (s_min^(1/rho) - s_max^(1/rho)))^rho`` with
   ``rho = 7`` (Karras et al. 2022, Eq. 5).
+
+A solver given no schedule (``schedule=None``, the default of the stepping solvers and of Heun)
+takes the one the SDE recommends for it, :meth:`SDE.schedule_for <sde_gen.SDE.schedule_for>`:
+the solver's own ``default_schedule`` unless the SDE's ``recommended_schedules`` names another
+(measured per SDE, docs/samplers.md); :func:`resolve_schedule` does the lookup.
 """
 
 from __future__ import annotations
@@ -18,15 +23,18 @@ import torch
 
 from ..._checks import ArgumentTypeError, ArgumentValueError
 
-__all__ = ["SCHEDULES", "time_grid", "check_schedule"]
+__all__ = ["SCHEDULES", "time_grid", "check_schedule", "resolve_schedule"]
 
 SCHEDULES = ("time_uniform", "time_quadratic", "log_snr", "edm")
 EDM_RHO = 7.0
 
 
 def check_schedule(schedule):
-    """A schedule name from :data:`SCHEDULES`, or an explicit grid (a strictly decreasing 1-D
-    tensor or sequence of at least two finite times, stored as float64). Raises naming it."""
+    """A schedule name from :data:`SCHEDULES`, an explicit grid (a strictly decreasing 1-D
+    tensor or sequence of at least two finite times, stored as float64), or ``None`` (the SDE's
+    recommendation, :func:`resolve_schedule`). Raises naming it."""
+    if schedule is None:
+        return None
     if isinstance(schedule, str):
         if schedule not in SCHEDULES:
             raise ArgumentValueError(
@@ -64,6 +72,16 @@ def check_schedule(schedule):
             f"({grid[i + 1].item():g}) is not below time {i} ({grid[i].item():g})",
         )
     return grid
+
+
+def resolve_schedule(sde, solver):
+    """The schedule ``solver`` runs on ``sde``: its own ``solver.schedule``, or where that is
+    ``None`` the name ``sde.schedule_for(solver)`` gives (``solver.default_schedule`` for an SDE
+    that recommends nothing)."""
+    if solver.schedule is not None:
+        return solver.schedule
+    choose = getattr(sde, "schedule_for", None)
+    return check_schedule(choose(solver)) if choose is not None else solver.default_schedule
 
 
 def time_grid(sde, schedule, steps: int | None, t_start: float, t_end: float) -> torch.Tensor:

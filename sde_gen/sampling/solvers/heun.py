@@ -15,7 +15,7 @@ import torch
 
 from ..._checks import ArgumentTypeError, ArgumentValueError, check_int, check_real
 from .base import StepOutput, SteppingSolver, noise_like
-from .grids import check_schedule, time_grid
+from .grids import check_schedule, resolve_schedule, time_grid
 from .variables import GridPoint
 
 __all__ = ["Heun"]
@@ -26,7 +26,8 @@ class Heun(SteppingSolver):
     (stochastic churn) of Karras et al. (2022), for any SDE with a Gaussian kernel.
 
     ``steps`` is the number of score evaluations. The grid has ``n = ceil(steps / 2)`` intervals
-    (``schedule``, default ``"edm"``); every interval is a Heun step (2 evaluations), except that the
+    (``schedule``, default the SDE's choice, ``sde.schedule_for``: ``"edm"`` unless the SDE
+    recommends another); every interval is a Heun step (2 evaluations), except that the
     last one is an Euler step (1 evaluation) when ``steps`` is odd, as EDM's last step to
     ``sigma = 0`` is. With an explicit schedule of ``n + 1`` times, ``steps`` is ``2n`` (the
     default) or ``2n - 1``.
@@ -38,18 +39,19 @@ class Heun(SteppingSolver):
     """
 
     convergence_order = 2.0
+    default_schedule = "edm"
 
     def __init__(
         self,
         steps: int | None = None,
         churn: float = 0.0,
-        schedule="edm",
+        schedule=None,
         s_tmin: float = 0.0,
         s_tmax: float = math.inf,
         s_noise: float = 1.0,
     ):
         schedule = check_schedule(schedule)
-        if not isinstance(schedule, str):
+        if isinstance(schedule, torch.Tensor):
             n = schedule.numel() - 1
             if steps is None:
                 steps = 2 * n
@@ -94,7 +96,7 @@ class Heun(SteppingSolver):
         return self.churn > 0.0
 
     def grid(self, sde, t_start: float, t_end: float) -> torch.Tensor:
-        return time_grid(sde, self.schedule, self.intervals, t_start, t_end)
+        return time_grid(sde, resolve_schedule(sde, self), self.intervals, t_start, t_end)
 
     def nfe(self, steps: int) -> int:
         """2 per interval, less 1 for the Euler last step when ``self.steps`` is odd."""

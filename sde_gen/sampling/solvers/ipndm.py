@@ -48,7 +48,8 @@ def adams_bashforth_weights(nodes, s0: float, s1: float) -> list[float]:
 class IPNDM(SteppingSolver):
     """iPNDM (Zhang & Chen 2022): Adams-Bashforth on ``d xhat / d sigma = (xhat - D) / sigma``, with
     orders 1, 2, 3 on the first three steps and 4 from then on, ``steps`` steps on the grid
-    ``schedule`` (default ``"edm"``): ``steps`` score evaluations, one per step.
+    ``schedule`` (default: the SDE's choice, ``sde.schedule_for``; ``"edm"`` unless the SDE
+    recommends another): ``steps`` score evaluations, one per step.
 
     ``coefficients="fixed"`` uses iPNDM's constant coefficients (1), (3, -1)/2, (23, -16, 5)/12,
     (55, -59, 37, -9)/24, which are exact for equal steps only; ``"variable"`` integrates the
@@ -65,7 +66,9 @@ class IPNDM(SteppingSolver):
     #: the Adams-Bashforth slopes of the last steps
     keeps_history = True
 
-    def __init__(self, steps: int | None = None, schedule="edm", coefficients: str = "fixed"):
+    default_schedule = "edm"
+
+    def __init__(self, steps: int | None = None, schedule=None, coefficients: str = "fixed"):
         super().__init__(steps, schedule)
         self.coefficients = check_choice("coefficients", coefficients, ("fixed", "variable"))
 

@@ -8,7 +8,7 @@ from torch import nn
 from ..._checks import ArgumentValueError, check_choice, check_int, check_positive
 from ..._utils import time_vector
 from .base import Solver, StepInfo
-from .grids import check_schedule, time_grid
+from .grids import check_schedule, resolve_schedule, time_grid
 
 __all__ = ["ProbabilityFlow", "ADAPTIVE_METHODS", "FIXED_METHODS"]
 
@@ -61,10 +61,13 @@ class ProbabilityFlow(Solver):
 
     ``method`` is any torchdiffeq method: adaptive (``ADAPTIVE_METHODS``, steered by ``rtol`` and
     ``atol``) or fixed-grid (``FIXED_METHODS``, taking ``steps`` steps on the grid that
-    ``schedule`` names, as the stepping solvers do; an explicit decreasing grid of sampling times
-    is run backwards for the likelihood). Adaptive steps are clipped so that no step passes the
-    end time. ``convergence_order`` is the method's order.
+    ``schedule`` names, as the stepping solvers do, by default the SDE's choice, uniform in ``t``
+    unless it recommends another; an explicit decreasing grid of sampling times is run backwards
+    for the likelihood). Adaptive steps are clipped so that no step passes the end time.
+    ``convergence_order`` is the method's order.
     """
+
+    default_schedule = "time_uniform"
 
     def __init__(
         self,
@@ -73,11 +76,11 @@ class ProbabilityFlow(Solver):
         atol: float = 1e-5,
         steps: int | None = None,
         options: dict | None = None,
-        schedule="time_uniform",
+        schedule=None,
     ):
         self.method = check_choice("method", method, {**ADAPTIVE_METHODS, **FIXED_METHODS})
         self.schedule = check_schedule(schedule)
-        if not isinstance(self.schedule, str):
+        if isinstance(self.schedule, torch.Tensor):
             if method not in FIXED_METHODS:
                 raise ArgumentValueError(
                     "schedule",
@@ -90,7 +93,7 @@ class ProbabilityFlow(Solver):
                     "steps", steps, f"steps={steps} but the explicit schedule has {n + 1} times ({n} steps)"
                 )
             steps = n
-        elif schedule != "time_uniform" and method not in FIXED_METHODS:
+        elif schedule not in (None, "time_uniform") and method not in FIXED_METHODS:
             raise ArgumentValueError(
                 "schedule",
                 schedule,
@@ -124,8 +127,8 @@ class ProbabilityFlow(Solver):
         """The fixed grid from ``t_start`` to ``t_end`` (float64), or ``None`` for adaptive methods."""
         if self.adaptive:
             return None
-        if isinstance(self.schedule, str):
-            return time_grid(sde, self.schedule, self.steps, t_start, t_end)
+        if not isinstance(self.schedule, torch.Tensor):
+            return time_grid(sde, resolve_schedule(sde, self), self.steps, t_start, t_end)
         grid = time_grid(sde, self.schedule, self.steps, max(t_start, t_end), min(t_start, t_end))
         return grid if t_start >= t_end else grid.flip(0)
 
@@ -157,6 +160,6 @@ class ProbabilityFlow(Solver):
 
     def __repr__(self) -> str:
         extra = f", steps={self.steps}" if self.steps is not None else ""
-        if not isinstance(self.schedule, str) or self.schedule != "time_uniform":
+        if self.schedule is not None:
             extra += f", schedule={self.schedule!r}"
         return f"ProbabilityFlow(method={self.method!r}, rtol={self.rtol}, atol={self.atol}{extra})"

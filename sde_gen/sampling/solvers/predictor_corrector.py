@@ -193,7 +193,7 @@ class PredictorCorrector(SteppingSolver):
         steps: int = 1000,
         predictor: Predictor | str = "reverse_diffusion",
         corrector: Corrector | str | None = "langevin",
-        schedule="time_uniform",
+        schedule=None,
     ):
         super().__init__(steps, schedule)
         self.predictor = _resolve("predictor", predictor, PREDICTORS, Predictor)

@@ -46,7 +46,7 @@ def unipc_weights(rs: list[float], h: float, b_h: float) -> list[float]:
 class UniPC(SteppingSolver):
     """UniPC-p with data prediction (Zhao et al. 2023, multistep UniP-p + UniC-p, both ``B(h)``
     variants) for any SDE: ``steps`` score evaluations, on the grid ``schedule`` names (default
-    uniform in lambda).
+    the SDE's choice, ``sde.schedule_for``: uniform in lambda unless the SDE recommends another).
 
     Each step predicts with UniP-p from the last ``p`` denoiser values, evaluates the denoiser at
     the prediction (the one evaluation of the step, reused by the next one) and corrects with UniC-p;
@@ -60,12 +60,14 @@ class UniPC(SteppingSolver):
     (``B(h) = 1 - e^{-h}``; UniP-2 with bh2 is DPM-Solver++(2M)).
     """
 
+    default_schedule = "log_snr"
+
     def __init__(
         self,
         steps: int | None = None,
         order: int = 2,
         variant: str = "bh2",
-        schedule="log_snr",
+        schedule=None,
         lower_order_final: bool = True,
     ):
         init_multistep(self, order, (1, 2, 3), lower_order_final)
