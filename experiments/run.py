@@ -55,10 +55,10 @@ def _schema(name: str, **types) -> type:
 
 TrainConfig = _schema(
     "TrainConfig", steps=int, batch_size=int, lr=float, warmup=int, cosine_decay=bool, grad_clip=Floatn,
-    accumulate=int, ema_decay=float, ema_warmup=bool, parameterization=str, weighting=str,
+    accumulate=int, ema_decay=float, ema_warmup=bool, parameterization=str, weighting=str, reflow_pairs=Intn,
     min_snr_gamma=float, sigmoid_bias=float, sigma_data=float, time_sampler=str, time_sampler_loc=Floatn,
     time_sampler_scale=Floatn, importance_sampling=bool, coupling=str, eps=float, ckpt_every=Intn, keep=int,
-    nonfinite=str, max_skips=int, eval_every=Intn, eval_n=int, p_uncond=float,
+    nonfinite=str, max_skips=int, eval_every=Intn, eval_n=int, p_uncond=float, reflow_from=str | None,
 )  # fmt: skip
 SampleConfig = _schema("SampleConfig", _target_=str, num=int, eps=float, w=float, interval=Any)
 LikelihoodConfig = _schema(
@@ -193,11 +193,10 @@ def _built(cfg: DictConfig, key: str, kind: type, **kwargs):
 
 def _check_settings(cfg: DictConfig) -> None:
     """The settings run.py uses itself, checked before any work."""
-    for key, allowed in (("device", ["auto", "cpu", "cuda"]), ("logger.name", ["wandb", "none"])):
+    for key, allowed in (("device", ["auto", "cpu", "cuda"]), ("logger.name", ["wandb", "none"]),
+                         ("logger.mode", [None, "offline", "online", "disabled"])):  # fmt: skip
         if OmegaConf.select(cfg, key) not in allowed:
             raise _bad(key, OmegaConf.select(cfg, key), f"one of {allowed}")
-    if cfg.logger.mode not in (None, "offline", "online", "disabled"):
-        raise _bad("logger.mode", cfg.logger.mode, "one of [None, 'offline', 'online', 'disabled']")
     if cfg.device == "cuda" and not torch.cuda.is_available():
         raise _bad("device", "cuda", "auto or cpu: this machine has no CUDA device")
     _check_setting(cfg, "seed", sg.checks.check_int, low=0)
@@ -256,10 +255,13 @@ def build(cfg: DictConfig, out_dir: Path | None = None, device: torch.device | N
         labels = _training_labels(cfg, data, model)
         images = isinstance(data, sg.ImageData)
         transform = sg.LevelTransform(data.levels, -1.0, 1.0).dequantize if images else None
+        train, noise = data.train, None
+        if cfg.train.reflow_from is not None:  # the pairs are continuous samples: no dequantization
+            (train, noise), transform = _reflow_pairs(cfg, data, sde, labels, device), None
         ckpt_dir = (out_dir if out_dir is not None else Path(".")) / "checkpoints"
         trainer = build_node(
             cfg, "trainer", model=model, loss_fn=build_loss(cfg, sde),
-            data=build_node(cfg, "batches", data=data.train, transform=transform, labels=labels),
+            data=build_node(cfg, "batches", data=train, transform=transform, labels=labels, noise=noise),
             optimizer=build_optimizer(cfg, model.parameters()), lr_schedule=build_node(cfg, "lr_schedule"),
             ema=build_node(cfg, "ema", model=model),
             checkpoints=build_node(cfg, "checkpoints", directory=ckpt_dir),
@@ -347,6 +349,22 @@ def _load_exported(cfg: DictConfig, data, device) -> sg.ScoreModel:
     return model
 
 
+def _reflow_pairs(cfg: DictConfig, data, sde: sg.SDE, labels, device) -> tuple:
+    """``train.reflow_from``: ``train.reflow_pairs`` (null: as many as the training set) pairs of that
+    model file's probability-flow ODE (dopri5, from ``seed``) for an unconditional run of its SDE."""
+    try:
+        teacher = sg.load_model(path := cfg.train.reflow_from, device=device)
+    except (OSError, sg.CheckpointError) as e:
+        raise _bad("train.reflow_from", path, f"a model file written by sg.save_model ({e})") from e
+    if labels is not None or repr(teacher.sde) != repr(sde):
+        raise _bad("train.reflow_from", path, f"a model of this run's SDE {sde!r}, not of {teacher.sde!r}, "
+                   "for an unconditional model")  # fmt: skip
+    g, num = torch.Generator(device=device).manual_seed(cfg.seed), cfg.train.reflow_pairs or len(data.train)
+    with torch.no_grad():
+        return sg.reflow_pairs(sde, teacher.eval(), num, tuple(data.train.shape[1:]), generator=g,
+                               batch_size=cfg.likelihood.batch_size, device=device)  # fmt: skip
+
+
 def export_recipe(built: Built) -> dict:
     """What :func:`sg.save_model` records besides the weights: what a sample is."""
     d = built.data
@@ -368,17 +386,6 @@ def _training_labels(cfg: DictConfig, data, model):
     if (found := int(labels.max()) + 1) > k:
         raise _bad("model.num_classes", k, f"at least {found}, the number of classes in data={data.name}")
     return labels
-
-
-SUMMARY_KEYS = """test_bpd test_bpd_se test_nll_nats test_nll_nats_se kl_gap_nats fd fd_reference kid
-precision recall class_accuracy energy_distance energy_distance_reference likelihood_nfe sample_nfe final_loss
-train_seconds sample_seconds likelihood_seconds step""".split()
-
-
-def summary_table(metrics: dict, title: str = "") -> str:
-    """A two-column markdown table of the headline metrics."""
-    rows = [{"metric": k, "value": metrics[k]} for k in SUMMARY_KEYS if k in metrics]
-    return "\n".join([title] * bool(title) + [sg.results_table(rows, ["metric", "value"])])
 
 
 def hydra_info() -> tuple[Path, list[str], str | None, dict]:
@@ -480,7 +487,7 @@ def execute(cfg: DictConfig, out_dir: str | Path | None = None) -> dict:
             logger.finish()
     if main_process:
         what = f"{built.data.name} {type(built.sde).__name__} {type(built.solver).__name__}"
-        print(summary_table(metrics, f"\n{what}: {out_dir}"))
+        print(sg.metrics_table(metrics, f"\n{what}: {out_dir}"))
     return metrics
 
 

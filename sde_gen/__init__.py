@@ -14,6 +14,7 @@ from .data import ImageData, LevelTransform, VectorData, gmm8, load_dataset, mix
 from .data.oracle import GaussianMixture, energy_distance
 from .data.transforms import bits_per_dim
 from .evaluation import (
+    HEADLINE_METRICS,
     HeldoutEval,
     HeldoutLikelihood,
     HistoryFile,
@@ -27,6 +28,7 @@ from .evaluation import (
     evaluate_nll,
     generate_samples,
     metrics,
+    metrics_table,
     read_history,
     results_table,
     save_image_grid,
@@ -210,6 +212,6 @@ __all__ = [
     "classifier_guidance", "ClassifierFreeGuidance", "ClassifierGuidance", "inverse", "LinearOperator",
     "Mask", "Colorization", "SuperResolution", "solve_inverse", "InverseResult", "mixture_posterior",
     "MixturePosterior", "SampleQuality", "HeldoutLikelihood", "HeldoutEval", "HistoryFile", "read_history",
-    "results_table", "WandbLogger", "SamplePlan", "evaluate_model",
+    "results_table", "metrics_table", "HEADLINE_METRICS", "WandbLogger", "SamplePlan", "evaluate_model",
 ]
 # fmt: on

@@ -8,7 +8,7 @@
 - :mod:`.heldout`: ``HeldoutLikelihood`` (test bits/dim or NLL) and ``HeldoutEval`` (during training);
 - :mod:`.model_eval`: ``SamplePlan`` and ``evaluate_model``, a trained model evaluated into a directory;
 - :mod:`.history`: ``HistoryFile`` and ``read_history``, the training curve of a run directory;
-- :mod:`.results`: ``results_table``, Markdown tables of run results;
+- :mod:`.results`: ``results_table`` and ``metrics_table``, Markdown tables of run results;
 - :mod:`.wandb_logger`: ``WandbLogger``, a trainer callback logging to W&B.
 
 - ``bpd.py``: ``evaluate_bpd``, the test bits/dim of a score model on integer images;
@@ -23,7 +23,7 @@ from .history import HistoryFile, read_history
 from .model_eval import SamplePlan, evaluate_model, save_samples
 from .plots import save_image_grid, save_loss_curve, save_samples_2d
 from .quality import SampleQuality
-from .results import results_table
+from .results import HEADLINE_METRICS, metrics_table, results_table
 from .seeds import STREAMS, chunk_generator, chunk_seed
 from .wandb_logger import WandbLogger, wandb_mode
 
@@ -46,6 +46,8 @@ __all__ = [
     "save_samples",
     "read_history",
     "results_table",
+    "metrics_table",
+    "HEADLINE_METRICS",
     "WandbLogger",
     "wandb_mode",
 ]

@@ -32,3 +32,19 @@ def results_table(rows: Sequence[dict], columns: Sequence[str | tuple[str, str]]
 
     sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
     return "\n".join([line(header), sep] + [line(b) for b in body])
+
+
+#: The headline figures of a run (``sg.evaluate_model``'s and the trainer's), in the order that
+#: :func:`metrics_table` lists them.
+HEADLINE_METRICS = tuple(
+    """test_bpd test_bpd_se test_nll_nats test_nll_nats_se kl_gap_nats fd fd_reference kid precision
+    recall class_accuracy energy_distance energy_distance_reference likelihood_nfe sample_nfe final_loss
+    train_seconds sample_seconds likelihood_seconds step""".split()
+)
+
+
+def metrics_table(metrics: dict, title: str = "") -> str:
+    """A two-column Markdown table (metric, value) of the :data:`HEADLINE_METRICS` that ``metrics``
+    holds, in that order, under the line ``title`` if one is given (what ``run.py`` prints)."""
+    rows = [{"metric": k, "value": metrics[k]} for k in HEADLINE_METRICS if k in metrics]
+    return "\n".join([title] * bool(title) + [results_table(rows, ["metric", "value"])])

@@ -56,8 +56,11 @@ def test_sample_quality_fd_matches_the_closed_form_and_the_reference_scores_as_m
 def test_sample_quality_of_vector_data_is_the_energy_distance_to_as_many_held_out_points():
     mixture, g = sg.gmm8(), torch.Generator().manual_seed(3)
     data = sg.VectorData(
-        train=mixture.sample(300, generator=g), test=mixture.sample(200, generator=g), name="gmm8",
-        log_prob=mixture.log_prob, mixture=mixture,
+        train=mixture.sample(300, generator=g),
+        test=mixture.sample(200, generator=g),
+        name="gmm8",
+        log_prob=mixture.log_prob,
+        mixture=mixture,
     )
     x = data.test[:150] + 0.3 * torch.randn(150, 2, generator=g, dtype=data.test.dtype)
     out = sg.SampleQuality()(x, data)
@@ -118,6 +121,18 @@ def test_results_table_formats_and_aligns():
     assert cells[0] == ["a", "B", "c"] and cells[2] == ["1.235", "-", "-"]
     assert cells[3] == ["123456", "x", "nan"]
     assert len({len(line) for line in lines}) == 1
+
+
+def test_metrics_table_lists_the_headline_figures_in_their_order():
+    """Only the headline figures that the metrics hold, in HEADLINE_METRICS' order (not the dict's),
+    under the title line; the rest (e.g. kid_se, mode) stays in metrics.json."""
+    metrics = {"mode": "all", "fd": 46.25, "test_bpd": 2.0341, "kid_se": 3.0, "step": 1000}
+    lines = sg.metrics_table(metrics, "digits run").splitlines()
+    assert lines[0] == "digits run"
+    cells = [[c.strip() for c in line.split("|")[1:-1]] for line in lines[1:]]
+    assert cells[0] == ["metric", "value"] and set(cells[1][0]) == {"-"}
+    assert cells[2:] == [["test_bpd", "2.034"], ["fd", "46.25"], ["step", "1000"]]
+    assert sg.metrics_table({"fd": 1.0}).splitlines()[0].startswith("| metric")
 
 
 def test_history_finish_averages_the_last_finite_losses_and_draws_the_curve(tmp_path):

@@ -213,6 +213,29 @@ def test_train_coupling_reaches_the_loss():
     assert built.trainer.loss_fn.coupling == "ot"
 
 
+def test_train_reflow_from_trains_on_the_pairs_of_a_model_files_ode(tmp_path):
+    """train.reflow_from=FILE (the second stage of reflow): the run trains on train.reflow_pairs pairs
+    of FILE's probability-flow ODE drawn from the run's seed, each item with its own noise, exactly
+    sg.reflow_pairs' pairs; a file that is missing or of another SDE is refused naming the key."""
+    flow = ("experiment=gmm8", "sde=rectified_flow", "train.parameterization=flow", "train.weighting=flow")
+    run_script.execute(cfg_of(*flow, *TINY, "solver=ddim", "solver.steps=2"), out_dir=tmp_path / "first")
+    teacher_file = tmp_path / "first" / "model.safetensors"
+    cfg = cfg_of(*flow, *TINY, "solver=ddim", "solver.steps=2", f"train.reflow_from={teacher_file}",
+                 "train.reflow_pairs=48", "train.batch_size=16", "seed=3")  # fmt: skip
+    batches = run_script.build(cfg).trainer.data
+    teacher = sg.load_model(teacher_file).eval()
+    with torch.no_grad():
+        x, noise = sg.reflow_pairs(teacher.sde, teacher, 48, (2,), generator=torch.Generator().manual_seed(3),
+                                   batch_size=cfg.likelihood.batch_size)  # fmt: skip
+    assert batches.transform is None and torch.equal(batches.data, x) and torch.equal(batches.noise, noise)
+    metrics = run_script.execute(cfg, out_dir=tmp_path / "second")
+    finite(metrics, ("final_loss", "test_nll_nats"))
+    with pytest.raises(run_script.ConfigError, match=r"^train.reflow_from='nowhere.safetensors' is not"):
+        run_script.build(cfg_of(*flow, *TINY, "train.reflow_from=nowhere.safetensors"))
+    with pytest.raises(run_script.ConfigError, match=r"train.reflow_from=.*a model of this run's SDE VPSDE"):
+        run_script.build(cfg_of("experiment=gmm8", *TINY, f"train.reflow_from={teacher_file}"))
+
+
 def test_conditional_model_needs_labels_and_unconditional_no_dropout():
     with pytest.raises(run_script.ConfigError, match=r"model.num_classes=10.*null: data=gmm8 has no labels"):
         run_script.build(cfg_of("experiment=gmm8", "model.num_classes=10", *TINY))
@@ -437,7 +460,7 @@ def test_bad_override_fails_while_composing(override, words):
         (["train.nonfinite=ignore"], ["train.nonfinite='ignore'", "'raise', 'skip'"]),
         (["train.weighting=foo"], ["train.weighting='foo'", "std2", "likelihood"]),
         (
-            ["train.weighting=std2", "train.importance_sampling=true"],
+            ["train.weighting=std2", "train.importance_sampling=true", "train.time_sampler=uniform"],
             ["train.importance_sampling", "needs weighting='likelihood'"],
         ),
         (["likelihood.divergence=trace"], ["likelihood.divergence='trace'", "hutchinson"]),

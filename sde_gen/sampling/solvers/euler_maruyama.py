@@ -24,7 +24,8 @@ def euler_maruyama_step(sde, score_fn, x, t: float, t_next: float, generator=Non
 
 class EulerMaruyama(SteppingSolver):
     """Euler-Maruyama on the reverse SDE with ``steps`` steps on the grid ``schedule`` names
-    (default the SDE's choice, uniform in t unless it recommends another; :class:`~sde_gen.SteppingSolver`): ``steps`` score evaluations.
+    (default the SDE's choice, uniform in t unless it recommends another;
+    :class:`~sde_gen.SteppingSolver`): ``steps`` score evaluations.
 
     Weak order 1, strong order 1/2 (additive noise: strong order 1).
     """
