@@ -246,7 +246,7 @@ def _cases() -> list[Case]:
         ),
         cli(
             "cfg-importance-sampling-std2",
-            "train.importance_sampling=true train.weighting=std2",
+            "train.importance_sampling=true train.weighting=std2 train.time_sampler=uniform",
             ConfigError,
             r"^train\.importance_sampling=True is not allowed: "
             r"importance_sampling=True needs weighting='likelihood', got weighting=",
@@ -298,7 +298,7 @@ def _cases() -> list[Case]:
         ),
         cli(
             "cfg-time-sampler-with-importance-sampling",
-            "train.time_sampler=log_normal train.weighting=edm",
+            "train.time_sampler=log_normal train.weighting=likelihood train.importance_sampling=true",
             ConfigError,
             r"^train\.importance_sampling=True is not allowed: false with train\.time_sampler='log_normal': "
             r"importance sampling draws the times itself",
@@ -311,7 +311,7 @@ def _cases() -> list[Case]:
         ),
         cli(
             "cfg-time-sampler-loc-of-uniform",
-            "train.time_sampler_loc=0.5",
+            "train.time_sampler_loc=0.5 train.time_sampler=uniform",
             ConfigError,
             r"^train\.time_sampler_loc=0\.5 is not allowed: null: time_sampler='uniform' has no loc",
         ),
@@ -910,7 +910,7 @@ def _cases() -> list[Case]:
             "likelihood",
             "sg.log_likelihood(sde, score, x, solver=solver)",
             TypeError,
-            r"^solver must be a ProbabilityFlow, got EulerMaruyama\(steps=2, schedule='time_uniform'\)",
+            r"^solver must be a ProbabilityFlow, got EulerMaruyama\(steps=2, schedule=None\)",
         ),
         api(
             "loglik-num-probes-zero",
