@@ -61,6 +61,31 @@ def test_declared_score_evaluations_are_made(case):
     assert len(calls) == res.nfe == solver.nfe(res.grid.numel() - 1)
 
 
+#: Runge-Kutta stages of torchdiffeq's fixed-grid methods (Euler 1, midpoint and Heun 2, Heun's
+#: third-order method 3, the 3/8-rule RK4 4): one score evaluation each
+STAGES = {"euler": 1, "midpoint": 2, "heun2": 2, "heun3": 3, "rk4": 4}
+
+
+@pytest.mark.parametrize("method", sorted(STAGES))
+def test_the_fixed_grid_ode_declares_its_score_evaluations(method):
+    """ProbabilityFlow on a fixed grid makes steps x stages evaluations, as ``nfe`` declares; an
+    adaptive method declares none ahead (``None``) and the result counts what it made."""
+    sde, score, x_T = _problem("vp")
+    calls = []
+
+    def counted(x, t):
+        calls.append(1)
+        return score(x, t)
+
+    solver = sg.ProbabilityFlow(method, steps=STEPS)
+    res = sg.sample(sde, counted, x_T.shape, solver, x_T=x_T, eps=EPS, return_result=True)
+    assert len(calls) == res.nfe == solver.nfe(STEPS) == STEPS * STAGES[method]
+    calls.clear()
+    adaptive = sg.ProbabilityFlow("dopri5")
+    res = sg.sample(sde, counted, x_T.shape, adaptive, x_T=x_T, eps=EPS, return_result=True)
+    assert adaptive.nfe(STEPS) is None and len(calls) == res.nfe > 0
+
+
 @pytest.mark.parametrize("case", CASES, ids=ids)
 def test_capabilities_are_declared(case):
     solver = case.make(STEPS)

@@ -15,6 +15,8 @@ __all__ = ["ProbabilityFlow", "ADAPTIVE_METHODS", "FIXED_METHODS"]
 # torchdiffeq's methods and their orders (torchdiffeq README; Hairer, Norsett & Wanner).
 ADAPTIVE_METHODS = {"dopri8": 8, "dopri5": 5, "bosh3": 3, "fehlberg2": 2, "adaptive_heun": 2}
 FIXED_METHODS = {"euler": 1, "midpoint": 2, "heun2": 2, "heun3": 3, "rk4": 4}
+#: score evaluations per step of each fixed-grid method (its Runge-Kutta stages)
+FIXED_STAGES = {"euler": 1, "midpoint": 2, "heun2": 2, "heun3": 3, "rk4": 4}
 
 
 class Dynamics(nn.Module):
@@ -122,6 +124,11 @@ class ProbabilityFlow(Solver):
     @property
     def adaptive(self) -> bool:
         return self.method in ADAPTIVE_METHODS
+
+    def nfe(self, steps: int) -> int | None:
+        """``steps`` times the stages of a fixed-grid method; ``None`` for an adaptive one, whose
+        evaluations depend on the field (``sg.sample(..., return_result=True).nfe`` counts them)."""
+        return None if self.adaptive else steps * FIXED_STAGES[self.method]
 
     def grid(self, sde, t_start: float, t_end: float) -> torch.Tensor | None:
         """The fixed grid from ``t_start`` to ``t_end`` (float64), or ``None`` for adaptive methods."""
