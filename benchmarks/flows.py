@@ -94,7 +94,7 @@ def straightness(sde, score_fn, x_T, steps: int = 200) -> float:
         sde, score_fn, x_T.shape, sg.DDIM(steps=steps, schedule="time_uniform"), eps=EPS, x_T=x_T,
         callback=lambda info: xs.append(info.x), return_result=True,
     )  # fmt: skip
-    grid, path = res.grid.to(F64), torch.stack(xs)
+    grid, path = res.grid.to(F64), torch.stack(xs).flatten(2)  # (steps + 1, N, dims)
     dt = grid[:-1] - grid[1:]
     vel = (path[1:] - path[:-1]) / dt[:, None, None]
     span = float(grid[0] - grid[-1])

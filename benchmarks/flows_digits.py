@@ -16,9 +16,12 @@ evaluations, test bits/dim), then its model file draws the same 100 samples' wor
 1, 2, 4, 10, 20 and 50 evaluations on the SDE's own grid (``solver=ddim solver.steps=K``:
 ``log_snr`` on VP, uniform in ``t`` on the straight path, where DDIM is Euler in ``t``). FD is
 reported beside its floor (``fd_reference``: 100 held-out images against the training set).
+Straightness (Liu et al. 2022; ``benchmarks/flows.py``'s figure, 0 for straight paths) is measured
+on each model file's 200-step DDIM paths from 100 prior draws (``--straightness``).
 
     .venv/bin/python benchmarks/flows_digits.py --rows vp,flow+ot --out outputs/flows_digits
     .venv/bin/python benchmarks/flows_digits.py --rows flow,flow+reflow --out outputs/flows_digits
+    .venv/bin/python benchmarks/flows_digits.py --straightness --out outputs/flows_digits
     .venv/bin/python benchmarks/flows_digits.py --table-only --out outputs/flows_digits
 """
 
@@ -84,10 +87,32 @@ def measure(row: str, out: Path, seed: int, threads: int, extra: list[str]) -> d
     return result
 
 
+def add_straightness(out: Path, seed: int) -> None:
+    """Each measured row's straightness, from its model file, added to its record."""
+    import torch
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from flows import straightness
+
+    import sde_gen as sg
+
+    for row in ROWS:
+        record = out / f"{row.replace('+', '_')}.json"
+        if not record.is_file():
+            continue
+        model = sg.load_model(out / row.replace("+", "_") / "model.safetensors").eval()
+        x_T = model.sde.prior_sample((100, 1, 8, 8), generator=torch.Generator().manual_seed(seed))
+        with torch.no_grad():
+            value = straightness(model.sde, model, x_T)
+        result = json.loads(record.read_text())
+        record.write_text(json.dumps({**result, "straightness": value}, indent=1))
+        print(f"[{row}] straightness {value:.3f}", flush=True)
+
+
 def table(results: dict) -> str:
     head = "| row | train s | " + " | ".join(f"FD, {k} NFE" for k in NFES)
-    head += " | FD, dopri5 (NFE) | FD floor | test bits/dim |"
-    lines = [head, "|---|" + "---:|" * (len(NFES) + 4)]
+    head += " | FD, dopri5 (NFE) | FD floor | test bits/dim | straightness |"
+    lines = [head, "|---|" + "---:|" * (len(NFES) + 5)]
     for name in ROWS:
         if name not in results:
             continue
@@ -95,7 +120,8 @@ def table(results: dict) -> str:
         cells = " | ".join(f"{r[f'fd_{k}']:.1f}" for k in NFES)
         lines.append(
             f"| {name} | {r['train_seconds']:.0f} | {cells} | {r['ode_fd']:.1f} ({r['ode_nfe']}) | "
-            f"{r['fd_reference']:.1f} | {r['test_bpd']:.3f} ± {r['test_bpd_se']:.3f} |"
+            f"{r['fd_reference']:.1f} | {r['test_bpd']:.3f} ± {r['test_bpd_se']:.3f} | "
+            + (f"{r['straightness']:.3f} |" if "straightness" in r else "- |")
         )
     return "\n".join(lines)
 
@@ -107,11 +133,12 @@ def main(argv=None) -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default=str(ROOT / "outputs" / "flows_digits"))
     p.add_argument("--table-only", action="store_true")
+    p.add_argument("--straightness", action="store_true", help="add the straightness of the rows measured")
     p.add_argument("--extra", default="", help="more run.py overrides for every run (a smoke test)")
     args = p.parse_args(argv)
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    rows = [] if args.table_only else args.rows.split(",")
+    rows = [] if args.table_only or args.straightness else args.rows.split(",")
     unknown = [r for r in rows if r not in ROWS]
     if unknown:
         p.error(f"unknown rows {unknown}; choose from {list(ROWS)}")
@@ -121,6 +148,8 @@ def main(argv=None) -> None:
         result = measure(row, out, args.seed, args.threads, args.extra.split())
         (out / f"{row.replace('+', '_')}.json").write_text(json.dumps(result, indent=1))
         print(f"[{row}] done in {result['wall_seconds']:.0f} s", flush=True)
+    if args.straightness:
+        add_straightness(out, args.seed)
     files = {r: out / f"{r.replace('+', '_')}.json" for r in ROWS}
     results = {r: json.loads(f.read_text()) for r, f in files.items() if f.is_file()}
     print(table(results))
