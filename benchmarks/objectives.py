@@ -35,7 +35,6 @@ import datetime
 import json
 import math
 import os
-import platform
 import shlex
 import shutil
 import statistics
@@ -51,7 +50,7 @@ RUN = ROOT / "experiments" / "run.py"
 PAGE = ROOT / "docs" / "objectives.md"
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from solvers import keep_interpretation  # noqa: E402
+from solvers import cpu_name, keep_interpretation, marked_block  # noqa: E402
 
 DATA_OPEN, DATA_CLOSE = "<!-- objectives-runs", "objectives-runs -->"
 
@@ -71,29 +70,19 @@ def _row(name: str, param: str, weighting: str, note: str, importance=False, tim
     return Row(name, tuple(own), note)
 
 
+EDM = "EDM preconditioning, EDM weighting, log-normal noise levels (Karras et al. 2022)"
+IS = "likelihood weighting with importance sampling (Song, Durkan et al. 2021): the bits/dim one"
 ROWS = {
     r.name: r
     for r in [
         _row("noise+std2", "noise", "std2", "epsilon prediction, lambda = std^2 (conf/train/default.yaml)"),
         _row("data", "data", "std2", "x_0 prediction, the same loss in noise units"),
         _row("v", "v", "std2", "v prediction (Salimans & Ho 2022), the same loss"),
-        _row(
-            "edm",
-            "edm",
-            "edm",
-            "EDM preconditioning, EDM weighting, log-normal noise levels (Karras et al. 2022)",
-            time_sampler="log_normal",
-        ),
+        _row("edm", "edm", "edm", EDM, time_sampler="log_normal"),
         _row("noise+min_snr", "noise", "min_snr", "epsilon prediction, min-SNR-5 (Hang et al. 2023)"),
         _row("v+min_snr", "v", "min_snr", "v prediction, min-SNR-5"),
         _row("flow", "flow", "std2", "probability-flow velocity prediction, the same loss"),
-        _row(
-            "likelihood+IS",
-            "noise",
-            "likelihood",
-            "likelihood weighting with importance sampling (Song, Durkan et al. 2021): the bits/dim one",
-            importance=True,
-        ),
+        _row("likelihood+IS", "noise", "likelihood", IS, importance=True),
     ]
 }
 CHECK_PARAMS = ("noise", "data", "v", "edm", "flow")
@@ -119,16 +108,6 @@ QUICK_STEPS = 6
 
 def slug(name: str) -> str:
     return name.replace("+", "_")
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def machine() -> str:
@@ -221,13 +200,8 @@ def key(r: dict) -> tuple:
 
 def page_records(page: Path) -> list[dict]:
     """The runs recorded in the page's hidden block (one JSON object a line)."""
-    if not page.is_file():
-        return []
-    text = page.read_text()
-    i, j = text.find(DATA_OPEN), text.find(DATA_CLOSE)
-    if i < 0 or j < i:
-        return []
-    lines = text[i + len(DATA_OPEN) : j].strip().splitlines()
+    block = marked_block(page, DATA_OPEN, DATA_CLOSE)
+    lines = [] if block is None else block[len(DATA_OPEN) : -len(DATA_CLOSE)].strip().splitlines()
     return [json.loads(line) for line in lines if line.strip()]
 
 

@@ -326,14 +326,18 @@ def likelihood_table(rows) -> list[str]:
 # -- document --------------------------------------------------------------------------------------
 
 
+def marked_block(path: Path, start: str, end: str) -> str | None:
+    """The text of the file ``path`` from the marker ``start`` to the marker ``end``, both included
+    (``None`` if the file or a marker is missing): a block that a page keeps when rebuilt."""
+    text = path.read_text() if path.is_file() else ""
+    i, j = text.find(start), text.find(end)
+    return text[i : j + len(end)] if 0 <= i <= j else None
+
+
 def keep_interpretation(path: Path) -> list[str]:
-    if not path.exists():
-        return []
-    text = path.read_text()
-    i, j = text.find(MARK_OPEN), text.find(MARK_CLOSE)
-    if i < 0 or j < i:
-        return []
-    return [text[i : j + len(MARK_CLOSE)], ""]
+    """The page's hand-written block between the interpretation markers, to keep, and a blank line."""
+    block = marked_block(path, MARK_OPEN, MARK_CLOSE)
+    return [] if block is None else [block, ""]
 
 
 def document(header, sampling, likelihood, cfg, total_s, interpretation) -> str:

@@ -294,6 +294,15 @@ def check_score_output(out, x: torch.Tensor) -> torch.Tensor:
     return out
 
 
+def check_per_item(name: str, fn, out, batch: int) -> torch.Tensor:
+    """``out``, what the callable ``fn`` (the argument ``name``) returned for a batch of ``batch``
+    items: a tensor of shape ``(batch,)``, one value per item; else a refusal naming ``name``."""
+    if not isinstance(out, torch.Tensor) or out.shape != (batch,):
+        got = getattr(out, "shape", type(out).__name__)
+        raise ArgumentValueError(name, fn, f"{name} must return a tensor of shape ({batch},), got {got}")
+    return out
+
+
 def check_finite(what: str, x: torch.Tensor, t: torch.Tensor | None = None) -> None:
     """Raise ``FloatingPointError`` naming the samples of ``x`` that hold NaN or infinity."""
     bad = ~torch.isfinite(x.reshape(x.shape[0], -1)).all(dim=1)

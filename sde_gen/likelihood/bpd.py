@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 import torch
 
-from .._checks import ArgumentValueError, check_int
+from .._checks import ArgumentValueError, check_int, check_per_item
 from ..data.transforms import LevelTransform, check_level_data
 
 __all__ = ["dequantized_bpd", "dequantized_bpd_per_image"]
@@ -47,13 +47,7 @@ def dequantized_bpd_per_image(
         for start in range(0, n, batch_size):
             kb = k[start : start + batch_size]
             lp = log_prob_fn(transform.dequantize(kb, generator, dtype))
-            if not isinstance(lp, torch.Tensor) or lp.shape != (kb.shape[0],):
-                raise ArgumentValueError(
-                    "log_prob_fn",
-                    log_prob_fn,
-                    f"log_prob_fn must return a tensor of shape ({kb.shape[0]},), "
-                    f"got {getattr(lp, 'shape', type(lp).__name__)}",
-                )
+            check_per_item("log_prob_fn", log_prob_fn, lp, kb.shape[0])
             bad = ~torch.isfinite(lp)
             if bool(bad.any()):
                 raise ArgumentValueError(

@@ -27,7 +27,7 @@ from collections.abc import Callable
 
 import torch
 
-from .._checks import ArgumentValueError, check_int, check_positive
+from .._checks import ArgumentValueError, check_int, check_per_item, check_positive
 from ..data.transforms import check_level_data
 
 __all__ = [
@@ -113,13 +113,7 @@ def importance_weighted_bpd_per_image(
             for _ in range(num_samples):
                 u = truncated_normal_sample(kb.shape, sigma, half, generator=generator, device=kb.device)
                 lp = log_density_fn((centres + u).to(dtype))
-                if not isinstance(lp, torch.Tensor) or lp.shape != (kb.shape[0],):
-                    raise ArgumentValueError(
-                        "log_density_fn",
-                        log_density_fn,
-                        f"log_density_fn must return a tensor of shape ({kb.shape[0]},), "
-                        f"got {getattr(lp, 'shape', type(lp).__name__)}",
-                    )
+                check_per_item("log_density_fn", log_density_fn, lp, kb.shape[0])
                 if not bool(torch.isfinite(lp).all()):
                     raise ArgumentValueError(
                         "log_density_fn",

@@ -14,7 +14,7 @@ from torch import nn
 from .._checks import ArgumentTypeError, ArgumentValueError, check_choice, check_int, check_real, check_tensor
 from .._utils import batch_broadcast
 from ..sdes.base import check_sde
-from .embeddings import TIME_EMBEDDINGS, check_input_dtype, check_time
+from .embeddings import TIME_EMBEDDINGS, check_image, check_time
 from .unet import AttnBlock, ResBlock, conv_layer, group_norm, linear_layer, set_encoder_args, time_mlp
 
 __all__ = ["ConvClassifier", "NoisyClassifier"]
@@ -68,13 +68,7 @@ class ConvClassifier(nn.Module):
         self.out = linear_layer(ch, self.num_classes, zero=True)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        check_tensor("x", x)
-        expected = (self.in_channels, self.image_size, self.image_size)
-        if x.ndim != 4 or tuple(x.shape[1:]) != expected:
-            raise ArgumentValueError(
-                "x", x, f"x must have shape (B, {', '.join(map(str, expected))}), got {tuple(x.shape)}"
-            )
-        check_input_dtype(x, self.conv_in.weight)
+        check_image(x, self.in_channels, self.image_size, self.conv_in.weight)
         emb = F.silu(self.embed(check_time(t, x)))
         h = self.conv_in(x)
         for block in self.blocks:

@@ -7,7 +7,14 @@ import math
 import torch
 from torch import nn
 
-from .._checks import ArgumentTypeError, ArgumentValueError, check_choice, check_int, check_positive
+from .._checks import (
+    ArgumentTypeError,
+    ArgumentValueError,
+    check_choice,
+    check_int,
+    check_positive,
+    check_tensor,
+)
 
 __all__ = [
     "GaussianFourierEmbedding",
@@ -37,6 +44,19 @@ def check_time(t, x: torch.Tensor) -> torch.Tensor:
             "t", t, f"t must have shape (B,) = ({x.shape[0]},) to match x, got {tuple(t.shape)}"
         )
     return t.to(dtype=x.dtype, device=x.device)
+
+
+def check_image(x, channels: int, size: int, weight: torch.Tensor) -> torch.Tensor:
+    """``x`` a floating tensor ``(B, channels, size, size)`` of ``weight``'s dtype (an image
+    network's input); refusals name ``x``."""
+    check_tensor("x", x)
+    expected = (channels, size, size)
+    if x.ndim != 4 or tuple(x.shape[1:]) != expected:
+        raise ArgumentValueError(
+            "x", x, f"x must have shape (B, {', '.join(map(str, expected))}), got {tuple(x.shape)}"
+        )
+    check_input_dtype(x, weight)
+    return x
 
 
 def check_input_dtype(x: torch.Tensor, weight: torch.Tensor) -> None:

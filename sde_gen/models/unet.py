@@ -10,10 +10,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._checks import ArgumentTypeError, ArgumentValueError, check_choice, check_int, check_real, check_tensor
+from .._checks import ArgumentTypeError, ArgumentValueError, check_choice, check_int, check_real
 from .embeddings import (
     TIME_EMBEDDINGS,
-    check_input_dtype,
+    check_image,
     check_labels,
     check_time,
     label_embedding,
@@ -294,13 +294,7 @@ class UNet(nn.Module):
         self.label_embed = label_embedding(num_classes, emb_dim)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        check_tensor("x", x)
-        expected = (self.in_channels, self.image_size, self.image_size)
-        if x.ndim != 4 or tuple(x.shape[1:]) != expected:
-            raise ArgumentValueError(
-                "x", x, f"x must have shape (B, {', '.join(map(str, expected))}), got {tuple(x.shape)}"
-            )
-        check_input_dtype(x, self.conv_in.weight)
+        check_image(x, self.in_channels, self.image_size, self.conv_in.weight)
         y = check_labels(y, x, self.num_classes)
         emb = self.embed(check_time(t, x))
         if y is not None:
