@@ -210,9 +210,7 @@ class Trainer:
         ``cond["noise"]`` (paired noise from ``Batches(noise=...)``) goes to the loss's ``draw``
         for the whole micro-batch, not to the model."""
         cond = dict(cond)
-        noise = cond.pop("noise", None)
-        if noise is not None:
-            check_takes_noise(self.loss_fn)
+        noise = cond.pop("noise", None)  # the loss takes it (checked when the trainer was built)
         draw = getattr(self.loss_fn, "draw", None)
         if draw is None:
             return self.loss_fn(self.net, x, generator=self.noise_gen, **cond).mean()

@@ -78,10 +78,7 @@ def resolve_schedule(sde, solver):
     """The schedule ``solver`` runs on ``sde``: its own ``solver.schedule``, or where that is
     ``None`` the name ``sde.schedule_for(solver)`` gives (``solver.default_schedule`` for an SDE
     that recommends nothing)."""
-    if solver.schedule is not None:
-        return solver.schedule
-    choose = getattr(sde, "schedule_for", None)
-    return check_schedule(choose(solver)) if choose is not None else solver.default_schedule
+    return solver.schedule if solver.schedule is not None else check_schedule(sde.schedule_for(solver))
 
 
 def time_grid(sde, schedule, steps: int | None, t_start: float, t_end: float) -> torch.Tensor:
