@@ -39,12 +39,13 @@ import sde_gen as sg
 from sde_gen.files.checkpoint import MAX_STEPS
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
-SAMPLING, LIKELIHOOD = ("sample", "all", "evaluate"), ("likelihood", "all", "evaluate")
+SAMPLING, LIKELIHOOD = ("sample", "all", "evaluate", "reflow"), ("likelihood", "all", "evaluate", "reflow")
+TRAINING = ("train", "all", "reflow")  # reflow: mode=all on the pairs of ckpt=FILE's ODE (train.reflow_from)
 
 # The typed schema: types only, every default is written once in conf/. Hydra checks each composed
 # value against these types (``train.lr=abc`` fails while composing) and refuses unknown keys.
 
-Mode = Enum("Mode", {m: m for m in ("train", "sample", "likelihood", "all", "evaluate")})
+Mode = Enum("Mode", {m: m for m in ("train", "sample", "likelihood", "all", "evaluate", "reflow")})
 Intn, Floatn = int | None, float | None
 
 
@@ -238,6 +239,10 @@ def build(cfg: DictConfig, out_dir: Path | None = None, device: torch.device | N
         allowed = f"at most {n_test}, the size of the test set of {data.name}"
         raise _bad("likelihood.n", cfg.likelihood.n, allowed)
     sde, solver = _built(cfg, "sde", sg.SDE), _built(cfg, "solver", sg.Solver)
+    if _mode(cfg) == "reflow":  # ckpt is the first stage's model file, the pairs' ODE
+        if cfg.ckpt is None or cfg.train.reflow_from is not None:
+            raise _bad("mode", "reflow", "with ckpt=FILE (the first stage's model file) only")
+        cfg.train.reflow_from, cfg.ckpt = cfg.ckpt, None
     if cfg.ckpt is not None and Path(cfg.ckpt).suffix == ".safetensors":  # model and SDE from the file
         model, trainer = _load_exported(cfg, data, device), None
         sde = model.sde
@@ -429,7 +434,7 @@ def wandb_identity(cfg: DictConfig, overrides: list[str], sweep_dir: str | None)
 def callbacks_for(cfg: DictConfig, built: Built, out_dir: Path, main_process: bool) -> list:
     """Progress reports and periodic evaluation (the logger is added by :func:`execute`)."""
     callbacks, steps = [], cfg.train.steps
-    if main_process and _mode(cfg) in ("train", "all"):
+    if main_process and _mode(cfg) in TRAINING:
         quiet = cfg.progress is None and not sys.stderr.isatty()
         every, on = max(1, steps // 20), cfg.progress
         callbacks.append(sg.ProgressPrinter(steps, every) if quiet else sg.ProgressBar(steps, enabled=on))
@@ -518,7 +523,7 @@ def run_job(cfg: DictConfig, built: Built, out_dir: Path, device) -> dict:
             trainer.load_checkpoint(cfg.ckpt)
         elif trainer.resume() and sg.distributed.is_main_process():
             print(f"resumed from step {trainer.step} in {trainer.checkpoints.dir}", flush=True)
-        if mode in ("train", "all"):
+        if mode in TRAINING:
             metrics.update(train(trainer, cfg.train.steps, out_dir, export_recipe(built)))
         metrics["step"] = trainer.step
     ema = trainer.ema.applied(built.model) if trainer is not None and trainer.ema is not None else None

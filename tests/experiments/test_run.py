@@ -230,6 +230,12 @@ def test_train_reflow_from_trains_on_the_pairs_of_a_model_files_ode(tmp_path):
     assert batches.transform is None and torch.equal(batches.data, x) and torch.equal(batches.noise, noise)
     metrics = run_script.execute(cfg, out_dir=tmp_path / "second")
     finite(metrics, ("final_loss", "test_nll_nats"))
+    # mode=reflow ckpt=FILE is the same run: FILE becomes train.reflow_from, and no checkpoint is loaded
+    second_stage = ("mode=reflow", f"ckpt={teacher_file}", "train.reflow_pairs=48", "train.batch_size=16")
+    same = run_script.build(cfg_of(*flow, *TINY, *second_stage, "seed=3")).trainer
+    assert torch.equal(same.data.data, x) and torch.equal(same.data.noise, noise) and same.step == 0
+    with pytest.raises(run_script.ConfigError, match=r"^mode='reflow' is not allowed: with ckpt=FILE"):
+        run_script.build(cfg_of(*flow, *TINY, "mode=reflow"))
     with pytest.raises(run_script.ConfigError, match=r"^train.reflow_from='nowhere.safetensors' is not"):
         run_script.build(cfg_of(*flow, *TINY, "train.reflow_from=nowhere.safetensors"))
     with pytest.raises(run_script.ConfigError, match=r"train.reflow_from=.*a model of this run's SDE VPSDE"):
