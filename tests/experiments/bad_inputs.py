@@ -341,7 +341,8 @@ def _cases() -> list[Case]:
             "cfg-mode-unknown",
             "mode=foo",
             Compose,
-            r"mode=foo.*Invalid value 'foo', expected one of \[train, sample, likelihood, all, evaluate\]",
+            r"mode=foo.*Invalid value 'foo', expected one of "
+            r"\[train, sample, likelihood, all, evaluate, reflow\]",
         ),
         cli(
             "cfg-unknown-key",
