@@ -120,6 +120,16 @@ def machine_line(threads: int) -> str:
     )
 
 
+def footer(threads: int, started, total_s: float, command: str) -> list[str]:
+    """A page's last lines: the machine, the date and run time, the command that remakes it."""
+    return [
+        machine_line(threads),
+        f"- Date: {started.strftime('%Y-%m-%d %H:%M %Z')}; total {total_s / 60:.1f} min",
+        f"- Regenerate: `{command}`",
+        "",
+    ]
+
+
 def draw(model, solver, shape, batch: int, seed: int) -> tuple[torch.Tensor, int, float]:
     """``shape[0]`` samples in batches of ``batch``: the samples, the NFE per sample, seconds."""
     sde, n = model.sde, shape[0]
@@ -224,10 +234,7 @@ def main(argv=None) -> None:
         "",
         *[f"- `{s}`: {SAMPLERS[s].note}" for s in names],
         "",
-        machine_line(args.threads),
-        f"- Date: {started.strftime('%Y-%m-%d %H:%M %Z')}; total {total / 60:.1f} min",
-        f"- Regenerate: `{command}`",
-        "",
+        *footer(args.threads, started, total, command),
     ]
     out.write_text("\n".join(doc))
     print(f"wrote {out}")

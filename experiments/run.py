@@ -173,8 +173,8 @@ def build_optimizer(cfg: DictConfig, params) -> torch.optim.Optimizer:
         raise _refusal(cfg, "optimizer", e) from e
 
 
-# What build() makes: data, sde, model, solver, trainer (None for ckpt=*.safetensors), sampling
-# (sg.SamplePlan), likelihood (sg.HeldoutLikelihood), heldout (sg.HeldoutEval), quality (sg.SampleQuality).
+# build() makes data, sde, model, solver, trainer (None: ckpt=*.safetensors), sampling, likelihood, heldout,
+# quality.
 Built = SimpleNamespace
 TOY = ("gmm8", "checkerboard", "moons", "swissroll", "rings")
 
@@ -187,7 +187,7 @@ def _built(cfg: DictConfig, key: str, kind: type, **kwargs):
     """``build_node`` for a group whose target must build a ``kind``."""
     obj = build_node(cfg, key, **kwargs)
     if not isinstance(obj, kind):
-        what = {sg.SDE: "an sde_gen.SDE", sg.Solver: "an sde_gen.Solver"}.get(kind, "a torch.nn.Module")
+        what = "a torch.nn.Module" if kind is torch.nn.Module else f"an sde_gen.{kind.__name__}"
         raise _bad(key, cfg[key]._target_, f"a target that builds {what}, got {type(obj).__name__}")
     return obj
 
@@ -210,8 +210,8 @@ def _check_settings(cfg: DictConfig) -> None:
         known = {f.name for f in fields(schema)}
         unknown = sorted(set(cfg[section]) - known)  # keys appended with +section.key
         if unknown:
-            allowed = sorted(known - {"_target_"})
-            raise _bad(f"{section}.{unknown[0]}", cfg[section][unknown[0]], f"a key of {section}: {allowed}")
+            raise _bad(f"{section}.{unknown[0]}", cfg[section][unknown[0]], f"a key of {section}: "
+                       f"{sorted(known - {'_target_'})}")  # fmt: skip
 
 
 def _check_model_fits_data(cfg: DictConfig, data) -> None:
@@ -238,7 +238,9 @@ def build(cfg: DictConfig, out_dir: Path | None = None, device: torch.device | N
     if cfg.likelihood.n is not None and cfg.likelihood.n > n_test:
         allowed = f"at most {n_test}, the size of the test set of {data.name}"
         raise _bad("likelihood.n", cfg.likelihood.n, allowed)
-    sde, solver = _built(cfg, "sde", sg.SDE), _built(cfg, "solver", sg.Solver)
+    tuned = {"schedule": None} if OmegaConf.select(cfg, "solver.schedule") == "tuned" else {}  # run_job tunes
+    sde = _built(cfg, "sde", sg.SDE)
+    solver = _built(cfg, "solver", sg.SteppingSolver if tuned else sg.Solver, **tuned)
     if _mode(cfg) == "reflow":  # ckpt is the first stage's model file, the pairs' ODE
         if cfg.ckpt is None or cfg.train.reflow_from is not None:
             raise _bad("mode", "reflow", "with ckpt=FILE (the first stage's model file) only")
@@ -380,10 +382,9 @@ def export_recipe(built: Built) -> dict:
 def _training_labels(cfg: DictConfig, data, model):
     """The labels a class-conditional model needs, checked against the data (unconditional: None)."""
     k = model.num_classes
+    if k is None and cfg.train.p_uncond > 0:
+        raise _bad("train.p_uncond", cfg.train.p_uncond, "0 for an unconditional model (model.num_classes)")
     if k is None:
-        if cfg.train.p_uncond > 0:
-            allowed = "0 for an unconditional model (set model.num_classes)"
-            raise _bad("train.p_uncond", cfg.train.p_uncond, allowed)
         return None
     labels = getattr(data, "train_labels", None)
     if labels is None:
@@ -435,8 +436,7 @@ def callbacks_for(cfg: DictConfig, built: Built, out_dir: Path, main_process: bo
     """Progress reports and periodic evaluation (the logger is added by :func:`execute`)."""
     callbacks, steps = [], cfg.train.steps
     if main_process and _mode(cfg) in TRAINING:
-        quiet = cfg.progress is None and not sys.stderr.isatty()
-        every, on = max(1, steps // 20), cfg.progress
+        quiet, every, on = cfg.progress is None and not sys.stderr.isatty(), max(1, steps // 20), cfg.progress
         callbacks.append(sg.ProgressPrinter(steps, every) if quiet else sg.ProgressBar(steps, enabled=on))
     kw = dict(seed=cfg.seed, out_dir=out_dir, quality=built.quality)
     periodic = built.heldout.callback(built.sde, built.data, built.trainer.loss_fn, **kw)
@@ -471,10 +471,8 @@ def execute(cfg: DictConfig, out_dir: str | Path | None = None) -> dict:
     logger, log = None, cfg.logger
     if log.name == "wandb" and main_process:
         ident = wandb_identity(cfg, overrides, sweep_dir)
-        logger = sg.WandbLogger(
-            resolved, out_dir=out_dir, project=log.project, entity=log.entity, mode=log.mode,
-            log_every=log.log_every, **ident,
-        )  # fmt: skip
+        logger = sg.WandbLogger(resolved, out_dir=out_dir, project=log.project, entity=log.entity,
+                                mode=log.mode, log_every=log.log_every, **ident)  # fmt: skip
         if built.trainer is not None:
             built.trainer.add_callbacks(logger)
     metrics_file = out_dir / "metrics.json"
@@ -528,12 +526,25 @@ def run_job(cfg: DictConfig, built: Built, out_dir: Path, device) -> dict:
         metrics["step"] = trainer.step
     ema = trainer.ema.applied(built.model) if trainer is not None and trainer.ema is not None else None
     with ema or contextlib.nullcontext():
+        metrics |= _tune(cfg, built, out_dir, mode)
         metrics |= sg.evaluate_model(
             built.model, built.sde, built.data, built.solver, out_dir=out_dir, seed=cfg.seed, device=device,
             plan=built.sampling if mode in SAMPLING else None, quality=built.quality,
             likelihood=built.likelihood if mode in LIKELIHOOD else None, batch_size=cfg.likelihood.batch_size,
         )  # fmt: skip
     return metrics
+
+
+def _tune(cfg: DictConfig, built: Built, out_dir: Path, mode: str) -> dict:
+    """``solver.schedule=tuned``: the grid the model file keeps, else tuned (pilot 256) and kept there."""
+    if cfg.solver.get("schedule") != "tuned" or mode not in SAMPLING:
+        return {}
+    path = cfg.ckpt if str(cfg.ckpt).endswith(".safetensors") else out_dir / "model.safetensors"
+    shape, eps = (256, *built.data.train.shape[1:]), built.sampling.eps
+    grid, res = sg.tuned_schedule(built.model, built.solver, shape, sde=built.sde, path=path, eps=eps,
+                                  generator=cfg.seed)  # fmt: skip
+    built.solver = built.solver.with_schedule(grid)
+    return {"schedule": "stored" if res is None else res.method, "schedule_nfe": res.nfe if res else 0}
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
@@ -564,18 +575,8 @@ def quiet_other_ranks() -> None:
         sys.argv.append(f"hydra.run.dir={scratch}")
 
 
-def exit_process_group() -> None:
-    """End a torchrun member with ``os._exit(0)`` once all is written: a normal exit can abort in gloo's
-    threads while Python tears down (pytorch/pytorch 190489, 179291)."""
-    if sg.distributed.is_distributed():
-        sg.distributed.barrier()
-        atexit._run_exitfuncs()
-        sys.stdout.flush(), sys.stderr.flush()
-        os._exit(0)
-
-
 if __name__ == "__main__":
     if os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0")) != "0":
         quiet_other_ranks()
     main()
-    exit_process_group()
+    sg.distributed.exit_process_group()  # torchrun: after all is written

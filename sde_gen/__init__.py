@@ -56,6 +56,10 @@ from .files import (
     load_model,
     read_model_metadata,
     save_model,
+    schedule_key,
+    store_schedule,
+    stored_schedule,
+    tuned_schedule,
 )
 from .likelihood import (
     LikelihoodResult,
@@ -84,14 +88,17 @@ from .models import (
     parameterization,
 )
 from .sampling import (
+    TUNING_METHODS,
     ClassifierFreeGuidance,
     ClassifierGuidance,
     KeyedNoise,
     SampleResult,
+    TunedSchedule,
     classifier_free_guidance,
     classifier_guidance,
     encode,
     inverse,
+    optimize_schedule,
     sample,
 )
 from .sampling.inverse import (
@@ -190,6 +197,7 @@ __all__ = [
     "DPMSolverPlusPlus", "UniPC", "Predictor", "Corrector",
     "EulerMaruyamaPredictor", "ReverseDiffusionPredictor", "AncestralPredictor", "Langevin",
     "AnnealedLangevin", "NoCorrector", "PREDICTORS", "CORRECTORS", "sample", "encode",
+    "optimize_schedule", "TunedSchedule", "TUNING_METHODS",
     "SampleResult", "KeyedNoise", "log_likelihood", "LikelihoodResult", "bits_per_dim", "exact_divergence",
     "hutchinson_divergence", "GaussianMixture", "energy_distance", "dsm_loss", "ImportanceSampler",
     "WEIGHTINGS", "DSMLoss", "UniformTime", "std2_weighting", "likelihood_weighting", "flow_weighting",
@@ -204,6 +212,7 @@ __all__ = [
     "save_samples_2d", "save_loss_curve", "MLP", "UNet", "GaussianFourierEmbedding",
     "SinusoidalEmbedding", "load_dataset", "VectorData", "ImageData", "LevelTransform", "dequantized_bpd",
     "mixture_entropy", "gmm8", "distributed", "checks", "save_model", "load_model",
+    "schedule_key", "stored_schedule", "store_schedule", "tuned_schedule",
     "read_model_metadata", "metrics", "dequantization", "frechet_distance", "kernel_distance", "KID",
     "precision_recall",
     "PrecisionRecall", "FeatureExtractor", "DigitsClassifier", "InceptionFeatures", "classifier_scores",

@@ -13,8 +13,10 @@ set, SLURM's (``SLURM_PROCID``, ``SLURM_NTASKS``, ``SLURM_LOCALID``, the first n
 
 from __future__ import annotations
 
+import atexit
 import os
 import re
+import sys
 from datetime import timedelta
 
 import torch
@@ -34,6 +36,7 @@ __all__ = [
     "gather_cat",
     "broadcast_object",
     "all_reduce_sum",
+    "exit_process_group",
 ]
 
 
@@ -146,3 +149,14 @@ def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
     if is_distributed():
         dist.all_reduce(t, op=dist.ReduceOp.SUM)
     return t
+
+
+def exit_process_group() -> None:
+    """End a member of a process group with ``os._exit(0)`` once all ranks are here and the exit
+    handlers have run: a normal exit can abort in gloo's threads while Python tears down
+    (pytorch/pytorch 190489, 179291). Does nothing in a single process."""
+    if is_distributed():
+        barrier()
+        atexit._run_exitfuncs()
+        sys.stdout.flush(), sys.stderr.flush()
+        os._exit(0)

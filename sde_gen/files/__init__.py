@@ -2,8 +2,9 @@
 share (safetensors and a recipe of allow-listed classes), and the conversion of old checkpoints
 (``python -m sde_gen.files.convert``). The names are those of the two modules' ``__all__``."""
 
-from . import checkpoint, model_file
+from . import checkpoint, model_file, schedules
 from .checkpoint import *  # noqa: F403
 from .model_file import *  # noqa: F403
+from .schedules import *  # noqa: F403
 
-__all__ = [*checkpoint.__all__, *model_file.__all__]
+__all__ = [*checkpoint.__all__, *model_file.__all__, *schedules.__all__]

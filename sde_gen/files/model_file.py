@@ -24,10 +24,12 @@ from pathlib import Path
 import torch
 from safetensors import SafetensorError, safe_open
 
+from .._checks import ArgumentValueError
 from ..models import MLP, UNet
 from ..models.parameterizations import PARAMETERIZATIONS
 from ..models.parameterizations import parameterization as make_parameterization
 from ..models.score import ScoreModel
+from ..sampling.solvers.grids import check_schedule
 from ..sdes.base import SDE, VESDE, VPSDE, SubVPSDE
 from ..sdes.flows import RectifiedFlow
 from ..sdes.schedules import EDMSDE, CosineVPSDE
@@ -103,6 +105,7 @@ def save_model(
     data: dict | None = None,
     sde_config: dict | None = None,
     net_config: dict | None = None,
+    schedules: dict | None = None,
 ) -> Path:
     """Write ``model`` (with ``ema``'s weights if given) to a safetensors file with its recipe.
 
@@ -113,10 +116,10 @@ def save_model(
         ema: a :class:`~sde_gen.EMA` of ``model``: its average is what is written.
         data: what a sample is, e.g. ``{"shape": [1, 8, 8], "levels": 17, "low": -1.0, "high":
             1.0, "name": "digits"}`` (JSON values only).
+        schedules: tuned time grids to keep with the model, ``{sg.schedule_key(solver, eps): grid}``
+            (:func:`~sde_gen.store_schedule` adds one to a written file).
     The file is written atomically (a temporary file renamed into place).
     """
-    from safetensors.torch import save_file
-
     if not isinstance(model, ScoreModel):
         raise TypeError(f"model must be a sde_gen.ScoreModel, got {type(model).__name__}")
     if PARAMETERIZATIONS.get(model.param.name) is not type(model.param):
@@ -131,11 +134,34 @@ def save_model(
         "parameterization": model.param.config(),  # a name, or a dict with the settings (edm)
         "data": dict(data or {}),
     }
-    text = json.dumps(recipe)  # refuses non-JSON values
+    if schedules:
+        recipe["schedules"] = {
+            str(k): check_grid(v, f"schedules[{k!r}]").tolist() for k, v in schedules.items()
+        }
     state = dict(model.state_dict()) if ema is None else {k: v for k, v in ema.shadow.items()}
     tensors = {
         k[len("net.") :]: v.detach().cpu().contiguous() for k, v in state.items() if k.startswith("net.")
     }
+    return write_model_file(path, tensors, recipe)
+
+
+def check_grid(value, name: str) -> torch.Tensor:
+    """An explicit time grid (:func:`~sde_gen.sampling.solvers.grids.check_schedule`'s checks, as
+    float64), not a schedule's name; raises naming ``name``."""
+    if isinstance(value, str) or value is None:
+        raise ArgumentValueError(name, value, f"{name} must be a grid of times, got {value!r}")
+    try:
+        return check_schedule(value)
+    except ValueError as e:
+        raise ArgumentValueError(name, value, f"{name}: {e}") from None
+
+
+def write_model_file(path: str | os.PathLike, tensors: dict, recipe: dict) -> Path:
+    """Write the tensors and the recipe (JSON values only) atomically: a temporary file renamed
+    into place, so a reader sees the old file or the new one, never a torn one."""
+    from safetensors.torch import save_file
+
+    text = json.dumps(recipe)  # refuses non-JSON values
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
@@ -146,10 +172,10 @@ def save_model(
 
 def read_model_metadata(path: str | os.PathLike) -> dict:
     """The recipe stored in a model file, read from its header alone (no tensor is loaded)."""
-    return _read(Path(path))[1]
+    return read_recipe(Path(path))[1]
 
 
-def _read(path: Path) -> tuple[Header, dict]:
+def read_recipe(path: Path) -> tuple[Header, dict]:
     """The checked header of a model file and its recipe."""
     header = read_header(path)
     text = header.metadata.get("sde_gen")
@@ -185,7 +211,7 @@ def load_model(
             recipe, as given to ``save_model(sde_config=...)``, stays in ``model.recipe["sde"]``).
     """
     path = Path(path)
-    header, recipe = _read(path)
+    header, recipe = read_recipe(path)
     if sde is None:
         name, cls, kwargs = _target(recipe.get("sde"), "sde", path, hint="; pass sde= for an SDE of your own")
         try:

@@ -5,6 +5,7 @@
   grids (``grids.py``) and the ``(xhat, sigma_hat)`` variables the fast samplers share;
 - ``loop.py``: ``sample`` and ``encode``;
 - ``guidance.py``: classifier-free and classifier guidance as score functions;
+- ``tuning.py``: ``optimize_schedule``, time grids tuned for a score function;
 - ``inverse/``: linear inverse problems (replacement, RePaint, DPS, SMC) and the exact posterior.
 """
 
@@ -17,6 +18,7 @@ from .guidance import (
 )
 from .loop import SampleResult, encode, sample
 from .noise import KeyedNoise
+from .tuning import TUNING_METHODS, TunedSchedule, optimize_schedule
 
 __all__ = [
     "sample",
@@ -28,4 +30,7 @@ __all__ = [
     "ClassifierFreeGuidance",
     "ClassifierGuidance",
     "inverse",
+    "optimize_schedule",
+    "TunedSchedule",
+    "TUNING_METHODS",
 ]

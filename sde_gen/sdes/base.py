@@ -278,9 +278,17 @@ class VPSDE(_BetaSchedule, GaussianPriorMixin, SDE):
 
     Kernel: mean ``exp(-B(t)/2) x_0``, variance ``1 - exp(-B(t))`` with ``B = int_0^t beta``
     (Eq. 29). Prior N(0, I).
+
+    Few-step solvers given no grid take the ones measured best here (docs/benchmarks_schedules.md:
+    the worst over the 8 Gaussians and a 16-D mixture, exact score).
     """
 
     prior_std = 1.0
+    recommended_schedules = {
+        "IPNDM": "time_uniform",
+        "UniPC": "time_quadratic",
+        "DPMSolverPlusPlus": "time_quadratic",
+    }
 
     def __init__(self, beta_min: float = 0.1, beta_max: float = 20.0, T: float = 1.0):
         super().__init__(T)
@@ -304,10 +312,16 @@ class VPSDE(_BetaSchedule, GaussianPriorMixin, SDE):
 class SubVPSDE(_BetaSchedule, GaussianPriorMixin, SDE):
     """Sub-VP SDE ``dx = -beta x / 2 dt + sqrt(beta (1 - exp(-2 B(t)))) dW`` (Song et al. Eq. 14).
 
-    Kernel: mean ``exp(-B/2) x_0``, std ``1 - exp(-B)`` (Eq. 29). Prior N(0, I).
+    Kernel: mean ``exp(-B/2) x_0``, std ``1 - exp(-B)`` (Eq. 29). Prior N(0, I). Few-step solvers
+    given no grid take the ones measured best here (docs/benchmarks_schedules.md).
     """
 
     prior_std = 1.0
+    recommended_schedules = {
+        "IPNDM": "time_quadratic",
+        "UniPC": "time_quadratic",
+        "DPMSolverPlusPlus": "time_quadratic",
+    }
 
     def __init__(self, beta_min: float = 0.1, beta_max: float = 20.0, T: float = 1.0):
         super().__init__(T)
@@ -334,8 +348,15 @@ class VESDE(GaussianPriorMixin, SDE):
 
     Kernel: mean ``x_0``, variance ``sigma(t)^2 - sigma_min^2``, the exact variance of this SDE
     started at ``x_0`` (the reference code uses ``sigma(t)^2``, which is the kernel from a ``x_0``
-    already perturbed by ``sigma_min``). Prior N(0, sigma_max^2 I) as in the paper.
+    already perturbed by ``sigma_min``). Prior N(0, sigma_max^2 I) as in the paper. Few-step
+    solvers given no grid take the ones measured best here (docs/benchmarks_schedules.md).
     """
+
+    recommended_schedules = {
+        "IPNDM": "time_uniform",
+        "UniPC": "time_uniform",
+        "DPMSolverPlusPlus": "time_uniform",
+    }
 
     def __init__(self, sigma_min: float = 0.01, sigma_max: float = 50.0, T: float = 1.0):
         super().__init__(T)

@@ -44,6 +44,9 @@ class CosineVPSDE(GaussianPriorMixin, SDE):
     both ends of ``[0, T]``.
     """
 
+    #: measured best for few steps (docs/benchmarks_schedules.md)
+    recommended_schedules = {"IPNDM": "log_snr", "UniPC": "time_uniform", "DPMSolverPlusPlus": "time_uniform"}
+
     prior_std = 1.0
 
     def __init__(self, s: float = 0.008, beta_max: float = 999.0, T: float | None = None):

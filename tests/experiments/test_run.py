@@ -118,6 +118,30 @@ def test_fast_samplers_from_the_command_line(solver, steps, nfe, tmp_path):
     assert samples.shape == (16, 2) and torch.isfinite(samples).all()
 
 
+def test_solver_schedule_tuned_is_kept_in_the_model_file_and_found_again(tmp_path):
+    """``solver.schedule=tuned``: the run tunes a grid for its model (sg.tuned_schedule) and keeps it in
+    its model.safetensors; ``mode=sample`` in the same directory, and a run from that model file,
+    find it there (no tuning) and sample on it; a solver with no grid to tune is refused by name."""
+    over = ("experiment=gmm8", "solver=dpmpp", "solver.steps=4", "solver.schedule=tuned", *TINY)
+    cfg = cfg_of(*over)
+    first = run_script.execute(cfg, out_dir=tmp_path)
+    assert first["schedule"] in ("minimize", "default") and first["schedule_nfe"] > 0
+    kept = sg.stored_schedule(
+        tmp_path / "model.safetensors", sg.DPMSolverPlusPlus(steps=4), eps=cfg.sample.eps
+    )
+    assert kept is not None and kept.numel() == 5 and bool((kept[1:] < kept[:-1]).all())
+    again = run_script.execute(cfg_of(*over, "mode=sample"), out_dir=tmp_path)
+    assert again["schedule"] == "stored" and again["schedule_nfe"] == 0 and again["sample_nfe"] == 4
+    other = tmp_path / "other"
+    from_file = run_script.execute(
+        cfg_of(*over, "mode=sample", f"ckpt={tmp_path / 'model.safetensors'}"), out_dir=other
+    )
+    assert from_file["schedule"] == "stored"
+    assert torch.equal(torch.load(other / "samples.pt"), torch.load(tmp_path / "samples.pt"))
+    with pytest.raises(run_script.ConfigError, match="SteppingSolver"):
+        run_script.build(cfg_of("experiment=gmm8", "solver=ode", "+solver.schedule=tuned", *TINY))
+
+
 def test_digits_images_bits_per_dim_and_grid(tmp_path):
     import matplotlib.image
 

@@ -43,13 +43,25 @@ def test_phi_functions_match_their_integrals():
 # -- (a) deterministic samplers converge at their declared order ------------------------------------
 
 DETERMINISTIC = {
-    "ddim": (lambda n: DDIM(n), [64, 128, 256, 512]),
-    "dpmpp_2m": (lambda n: DPMSolverPlusPlus(n, order=2), [32, 64, 128, 256]),
-    "dpmpp_3m": (lambda n: DPMSolverPlusPlus(n, order=3), [64, 128, 256, 512]),
-    "unipc_1_bh2": (lambda n: UniPC(n, order=1), [32, 64, 128, 256]),
-    "unipc_2_bh1": (lambda n: UniPC(n, order=2, variant="bh1"), [64, 128, 256, 512]),
-    "unipc_2_bh2": (lambda n: UniPC(n, order=2), [64, 128, 256, 512]),
-    "unipc_3_bh2": (lambda n: UniPC(n, order=3), [32, 64, 128, 256]),
+    "ddim": (lambda n: DDIM(n, schedule="log_snr"), [64, 128, 256, 512]),
+    "dpmpp_2m": (lambda n: DPMSolverPlusPlus(n, schedule="log_snr", order=2), [32, 64, 128, 256]),
+    "dpmpp_3m": (lambda n: DPMSolverPlusPlus(n, schedule="log_snr", order=3), [64, 128, 256, 512]),
+    "unipc_1_bh2": (
+        lambda n: UniPC(n, schedule="log_snr", order=1, lower_order_final=False),
+        [32, 64, 128, 256],
+    ),
+    "unipc_2_bh1": (
+        lambda n: UniPC(n, schedule="log_snr", order=2, variant="bh1", lower_order_final=False),
+        [64, 128, 256, 512],
+    ),
+    "unipc_2_bh2": (
+        lambda n: UniPC(n, schedule="log_snr", order=2, lower_order_final=False),
+        [64, 128, 256, 512],
+    ),
+    "unipc_3_bh2": (
+        lambda n: UniPC(n, schedule="log_snr", order=3, lower_order_final=False),
+        [32, 64, 128, 256],
+    ),
 }
 
 
@@ -78,6 +90,14 @@ def test_pathwise_order(sde_name, solver_name):
         errors.append(float((res.x - ref).pow(2).sum(1).mean().sqrt()))
     order = make(steps[0]).convergence_order
     assert abs(slope(steps, errors) - order) < 0.35, (errors, slope(steps, errors))
+    if solver_name.startswith("unipc_") and solver_name != "unipc_1_bh2":
+        # the default lowers the last step to first order: the slope falls, never below 2
+        low = []
+        for n in steps:
+            solver = UniPC(n, order=make(n).order, variant=make(n).variant, schedule="log_snr")  # lower final
+            x = sg.sample(sde, score, x_T.shape, solver, eps=EPS, x_T=x_T)
+            low.append(float((x - ref).pow(2).sum(1).mean().sqrt()))
+        assert slope(steps, low) > 2.0 - 0.35, (low, slope(steps, low))
     assert min(errors) > 1e-8  # above the reference's own error
 
 
@@ -87,6 +107,63 @@ def test_unipc_and_dpmpp_orders_are_declared():
     assert DPMSolverPlusPlus(5, stochastic=True).convergence_order == 1
     assert [UniPC(5, order=k).convergence_order for k in (1, 2, 3)] == [2, 3, 4]  # the corrector adds one
     assert [UniPC(5, order=k).order for k in (1, 2, 3)] == [1, 2, 3]  # the constructor's order
+
+
+def _path(solver, sde, score, x):
+    """x after every step of ``solver`` from ``x`` at T to 1e-3, and the state before the last."""
+    state, out = solver.init(sde, x, sde.T, 1e-3), []
+    while not state.done:
+        before = state
+        x, state = solver.step(sde, score, x, state)
+        out.append(x)
+    return out, before
+
+
+def test_third_order_published_weight_and_the_auto_choice():
+    """3M's ``D''`` term: ``"published"`` is DPM-Solver's half weight (order 2, the more accurate at
+    few steps), ``"full"`` the order-3 weight; ``"auto"`` is the published one below 40 steps and
+    the full one from 40 on. Measured pathwise against a tight dopri5 solution on VP."""
+    sde, score, x_T, ref = _flow_problem("vp")
+
+    def err(n, third):
+        x = sg.sample(
+            sde, score, x_T.shape, DPMSolverPlusPlus(n, order=3, third_order=third), eps=EPS, x_T=x_T
+        )
+        return float((x - ref).pow(2).sum(1).mean().sqrt())
+
+    assert err(10, "published") < 0.8 * err(10, "full")  # measured 0.61x
+    assert err(10, "auto") == err(10, "published") and err(64, "auto") == err(64, "full")
+    assert err(64, "published") != err(64, "full")
+    assert DPMSolverPlusPlus(10, order=3, third_order="published").convergence_order == 2.0
+    assert DPMSolverPlusPlus(10, order=3).convergence_order == 3.0  # "auto": the full weight as steps grow
+    published = [err(n, "published") for n in (64, 128, 256, 512)]
+    assert abs(slope([64, 128, 256, 512], published) - 2.0) < 0.35, published
+    with pytest.raises(ValueError, match="third_order"):
+        DPMSolverPlusPlus(10, order=3, third_order="half")
+
+
+@pytest.mark.parametrize("steps", [6, 12, 25])
+def test_lower_order_final_unipc_at_every_step_count_dpmpp_below_ten(steps):
+    """UniPC's ``lower_order_final`` lowers the last step at every number of steps (as
+    wl-zhao/UniPC's code does), DPM-Solver++'s only below 10 (as DPM-Solver's code does): with and
+    without it the paths agree to the bit up to the last step, which then differs exactly where it
+    should; UniPC's lowered last step is UniPC-1's step from the same state."""
+    sde, mix = sg.VPSDE(), mixture_2d()
+    score, x = (
+        mix.score_fn(sde),
+        sde.prior_sample((64, 2), generator=torch.Generator().manual_seed(0), dtype=F64),
+    )
+    for make, lowers in (
+        (lambda **kw: UniPC(steps, **kw), True),
+        (lambda **kw: DPMSolverPlusPlus(steps, **kw), steps < 10),
+    ):
+        low, before = _path(make(lower_order_final=True), sde, score, x)
+        full, _ = _path(make(lower_order_final=False), sde, score, x)
+        assert all(torch.equal(a, b) for a, b in zip(low[:-1], full[:-1], strict=True))
+        assert torch.equal(low[-1], full[-1]) != lowers
+    unipc, before = _path(UniPC(steps), sde, score, x)
+    last, _ = UniPC(steps, order=1).step(sde, score, unipc[-2], before)
+    assert torch.equal(unipc[-1], last)
 
 
 # -- (b) exact when the denoiser is constant along the path ------------------------------------------
@@ -161,7 +238,7 @@ def test_ancestral_ddim_is_first_order_sde_dpmpp():
     sde, mix = sg.SubVPSDE(), mixture_2d()
     xs = [
         sg.sample(sde, mix.score_fn(sde), (64, 2), s, generator=torch.Generator().manual_seed(3), dtype=F64)
-        for s in (DDIM(12, eta=1.0), DPMSolverPlusPlus(12, order=1, stochastic=True))
+        for s in (DDIM(12, eta=1.0), DPMSolverPlusPlus(12, order=1, stochastic=True, schedule="log_snr"))
     ]
     torch.testing.assert_close(xs[0], xs[1], rtol=1e-12, atol=1e-12)
 

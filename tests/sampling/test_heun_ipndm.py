@@ -69,7 +69,7 @@ def test_ipndm_pathwise_error_falls_at_order_two(sde_name):
     # error is O(h^2 (h_i - h_{i-1})) = O(h^3): order 2, whatever the order of the formula.
     # Measured 32..512 steps: errors 1.0e-2 .. 1.0e-5, fitted slopes 1.90-1.98.
     steps = [32, 64, 128, 256, 512]
-    errors = _pathwise_errors(sde_name, lambda k: IPNDM(k), steps)
+    errors = _pathwise_errors(sde_name, lambda k: IPNDM(k, schedule="edm"), steps)
     assert abs(slope(steps, errors) - IPNDM.convergence_order) < 0.3, (errors, slope(steps, errors))
     assert min(errors) > 1e-7
 
@@ -80,7 +80,7 @@ def test_variable_step_ipndm_is_higher_order_in_practice(sde_name):
     # step keeps the guaranteed global order at 2, but at sigma_hat(T) the slope varies as sigma^-3
     # and its share is far below these errors. Measured 64..512 steps: 4.4e-3 .. 3.4e-7, slopes 3.58-3.71.
     steps = [64, 128, 256, 512]
-    errors = _pathwise_errors(sde_name, lambda k: IPNDM(k, coefficients="variable"), steps)
+    errors = _pathwise_errors(sde_name, lambda k: IPNDM(k, coefficients="variable", schedule="edm"), steps)
     assert slope(steps, errors) > 3.3, (errors, slope(steps, errors))
     assert min(errors) > 1e-8
 

@@ -318,7 +318,11 @@ def test_a_solver_given_no_schedule_runs_on_the_sdes_recommendation():
     """``schedule=None`` (the default) is ``sde.schedule_for(solver)``: on an SDE that recommends
     nothing, each solver's own ``default_schedule``; an SDE's ``recommended_schedules`` entry for a
     solver class (or for its nearest named base class) otherwise; an explicit schedule wins."""
-    vp = sg.VPSDE()
+
+    class PlainVP(sg.VPSDE):
+        recommended_schedules = {}
+
+    vp = PlainVP()
     own = {
         sg.IPNDM(steps=10): "edm",
         sg.Heun(steps=20): "edm",
@@ -343,6 +347,14 @@ def test_a_solver_given_no_schedule_runs_on_the_sdes_recommendation():
     assert torch.equal(_grid(sg.EulerMaruyama(steps=10), mine), time_grid(mine, "log_snr", 10, 1.0, 1e-3))
     explicit = sg.IPNDM(steps=10, schedule="time_uniform")
     assert torch.equal(_grid(explicit, mine), time_grid(mine, "time_uniform", 10, 1.0, 1e-3))
+
+    # the built-in SDEs' recommendations (measured: docs/benchmarks_schedules.md)
+    assert [sg.VPSDE().schedule_for(s) for s in (sg.IPNDM(4), sg.UniPC(4), sg.DPMSolverPlusPlus(4))] == [
+        "time_uniform",
+        "time_quadratic",
+        "time_quadratic",
+    ]
+    assert sg.VPSDE().schedule_for(sg.Heun(4)) == "edm"  # not measured: the solver's own
 
     class Misspelt(sg.VPSDE):
         recommended_schedules = {"IPNDM": "uniform"}

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import abc
+import copy
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -170,6 +171,21 @@ class SteppingSolver(Solver):
                 "steps", steps, f"{type(self).__name__} needs steps (or an explicit schedule), got None"
             )
         self.steps = check_int("steps", steps, low=self.min_steps, low_why=self.min_steps_why)
+
+    def with_schedule(self, schedule) -> SteppingSolver:
+        """A copy of this solver (same kind and settings) on ``schedule``: a name, an explicit grid
+        with ``steps`` intervals (e.g. from :func:`~sde_gen.optimize_schedule`), or ``None``."""
+        schedule = check_schedule(schedule)
+        if isinstance(schedule, torch.Tensor) and schedule.numel() - 1 != self.steps:
+            n = schedule.numel() - 1
+            raise ArgumentValueError(
+                "schedule",
+                schedule,
+                f"the grid has {n} steps but {type(self).__name__} takes steps={self.steps}",
+            )
+        new = copy.copy(self)
+        new.schedule = schedule
+        return new
 
     def grid(self, sde, t_start: float, t_end: float) -> torch.Tensor:
         """The times this solver visits from ``t_start`` to ``t_end`` (float64, ``steps + 1``)."""

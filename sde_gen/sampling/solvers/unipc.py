@@ -54,9 +54,14 @@ class UniPC(SteppingSolver):
     ``steps`` evaluations. ``order`` p in 1, 2, 3 (``steps >= order``) is the paper's UniPC-p, the
     number of denoiser values the predictor combines (``UniPC(order=2).order == 2``); the corrector
     raises the order of accuracy to ``p + 1`` (the paper's claim; we measure slopes 2, 3, 4 for
-    p = 1, 2, 3), which is the declared ``convergence_order``.
-    The first steps use lower orders (warm start); with ``lower_order_final`` and fewer than 10
-    steps, so do the last ones. ``variant``: ``"bh1"`` (``B(h) = h``) or ``"bh2"``
+    p = 1, 2, 3 with ``lower_order_final=False``), which is the declared ``convergence_order``. With
+    ``lower_order_final`` (the default) the last step is first order, so the error's slope falls
+    towards 2 as the number of steps grows (measured 2.1-2.6 on the Ornstein-Uhlenbeck SDE, 3.4-4.0
+    on VP, sub-VP and VE over 64-512 steps), while at 10 steps it is the more accurate
+    (docs/samplers.md).
+    The first steps use lower orders (warm start); with ``lower_order_final`` so do the last ones,
+    at every number of steps, as wl-zhao/UniPC's code does (DPM-Solver's code, and
+    :class:`DPMSolverPlusPlus`, only below 10 steps). ``variant``: ``"bh1"`` (``B(h) = h``) or ``"bh2"``
     (``B(h) = 1 - e^{-h}``; UniP-2 with bh2 is DPM-Solver++(2M)).
     """
 
@@ -84,7 +89,7 @@ class UniPC(SteppingSolver):
         # the first step evaluates at x_T; later ones reuse the previous evaluation
         hist = (state.history or ((lam, denoise(score_fn, x, state.t, k)),))[-self.order :]
         d0 = hist[-1][1]
-        p = step_order(self.order, state, len(hist), self.lower_order_final)
+        p = step_order(self.order, state, len(hist), self.lower_order_final, below=None)
         h = lam_next - lam
         b_h = VARIANTS[self.variant](h)
         rs = [(lm - lam) / h for lm, _ in hist[-p:-1]]  # the p - 1 previous points, r < 0
