@@ -241,6 +241,8 @@ def build(cfg: DictConfig, out_dir: Path | None = None, device: torch.device | N
     tuned = {"schedule": None} if OmegaConf.select(cfg, "solver.schedule") == "tuned" else {}  # run_job tunes
     sde = _built(cfg, "sde", sg.SDE)
     solver = _built(cfg, "solver", sg.SteppingSolver if tuned else sg.Solver, **tuned)
+    if tuned and solver.steps > sg.MAX_TUNED_STEPS:  # a grid is tuned for few steps
+        raise _bad("solver.schedule", "tuned", f"at most {sg.MAX_TUNED_STEPS} steps, not {solver.steps}")
     if _mode(cfg) == "reflow":  # ckpt is the first stage's model file, the pairs' ODE
         if cfg.ckpt is None or cfg.train.reflow_from is not None:
             raise _bad("mode", "reflow", "with ckpt=FILE (the first stage's model file) only")
@@ -456,9 +458,8 @@ def execute(cfg: DictConfig, out_dir: str | Path | None = None) -> dict:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     built = build(cfg, out_dir, device)
-    if mode in ("sample", "likelihood", "evaluate") and cfg.ckpt is None:
-        if not (ckpt_dir.is_dir() and any(ckpt_dir.glob("ckpt_*.pt"))):
-            raise _bad("mode", mode, f"needs ckpt=PATH or a trained run in hydra.run.dir (no {ckpt_dir})")
+    if mode in ("sample", "likelihood", "evaluate") and not (cfg.ckpt or any(ckpt_dir.glob("ckpt_*.pt"))):
+        raise _bad("mode", mode, f"needs ckpt=PATH or a trained run in hydra.run.dir (no {ckpt_dir})")
     if main_process and (notice := preset_notice(choices)):
         print(notice, file=sys.stderr)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -540,9 +541,8 @@ def _tune(cfg: DictConfig, built: Built, out_dir: Path, mode: str) -> dict:
     if cfg.solver.get("schedule") != "tuned" or mode not in SAMPLING:
         return {}
     path = cfg.ckpt if str(cfg.ckpt).endswith(".safetensors") else out_dir / "model.safetensors"
-    shape, eps = (256, *built.data.train.shape[1:]), built.sampling.eps
-    grid, res = sg.tuned_schedule(built.model, built.solver, shape, sde=built.sde, path=path, eps=eps,
-                                  generator=cfg.seed)  # fmt: skip
+    grid, res = sg.tuned_schedule(built.model, built.solver, (256, *built.data.train[0].shape), sde=built.sde,
+                                  path=path, eps=built.sampling.eps, generator=cfg.seed)  # fmt: skip
     built.solver = built.solver.with_schedule(grid)
     return {"schedule": "stored" if res is None else res.method, "schedule_nfe": res.nfe if res else 0}
 

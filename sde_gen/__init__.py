@@ -88,6 +88,7 @@ from .models import (
     parameterization,
 )
 from .sampling import (
+    MAX_TUNED_STEPS,
     TUNING_METHODS,
     ClassifierFreeGuidance,
     ClassifierGuidance,
@@ -197,7 +198,7 @@ __all__ = [
     "DPMSolverPlusPlus", "UniPC", "Predictor", "Corrector",
     "EulerMaruyamaPredictor", "ReverseDiffusionPredictor", "AncestralPredictor", "Langevin",
     "AnnealedLangevin", "NoCorrector", "PREDICTORS", "CORRECTORS", "sample", "encode",
-    "optimize_schedule", "TunedSchedule", "TUNING_METHODS",
+    "optimize_schedule", "TunedSchedule", "TUNING_METHODS", "MAX_TUNED_STEPS",
     "SampleResult", "KeyedNoise", "log_likelihood", "LikelihoodResult", "bits_per_dim", "exact_divergence",
     "hutchinson_divergence", "GaussianMixture", "energy_distance", "dsm_loss", "ImportanceSampler",
     "WEIGHTINGS", "DSMLoss", "UniformTime", "std2_weighting", "likelihood_weighting", "flow_weighting",

@@ -18,7 +18,7 @@ from .guidance import (
 )
 from .loop import SampleResult, encode, sample
 from .noise import KeyedNoise
-from .tuning import TUNING_METHODS, TunedSchedule, optimize_schedule
+from .tuning import MAX_TUNED_STEPS, TUNING_METHODS, TunedSchedule, optimize_schedule
 
 __all__ = [
     "sample",
@@ -33,4 +33,5 @@ __all__ = [
     "optimize_schedule",
     "TunedSchedule",
     "TUNING_METHODS",
+    "MAX_TUNED_STEPS",
 ]

@@ -140,6 +140,8 @@ def test_solver_schedule_tuned_is_kept_in_the_model_file_and_found_again(tmp_pat
     assert torch.equal(torch.load(other / "samples.pt"), torch.load(tmp_path / "samples.pt"))
     with pytest.raises(run_script.ConfigError, match="SteppingSolver"):
         run_script.build(cfg_of("experiment=gmm8", "solver=ode", "+solver.schedule=tuned", *TINY))
+    with pytest.raises(run_script.ConfigError, match=r"solver.schedule='tuned'.*at most 100 steps, not 1000"):
+        run_script.build(cfg_of("experiment=gmm8", "solver=pc", "solver.schedule=tuned", *TINY))
 
 
 def test_digits_images_bits_per_dim_and_grid(tmp_path):
