@@ -216,6 +216,7 @@ class _Problem:
 
     def __init__(self, sde, score, solver, x_T, eps, seed):
         self.sde, self.score, self.solver, self.x_T, self.eps, self.seed = sde, score, solver, x_T, eps, seed
+        self._errors: dict[bytes, float] = {}  # a grid's error, solved once (the target is fixed)
 
     def noise(self) -> torch.Generator | None:
         """The same noise for every candidate grid (common random numbers) for stochastic solvers."""
@@ -253,7 +254,12 @@ class _Problem:
         return float(((a.mean(0) - b.mean(0)).pow(2) + (a.std(0) - b.std(0)).pow(2)).mean())
 
     def error(self, grid: torch.Tensor, final: torch.Tensor) -> float:
-        return self.discrepancy(self.solve(grid), final)
+        """The discrepancy of the solve on ``grid`` from ``final`` (the teacher's, the same for one
+        tuning), remembered per grid: the start, the default and the tuned grid are each solved once."""
+        key = grid.numpy().tobytes()
+        if key not in self._errors:
+            self._errors[key] = self.discrepancy(self.solve(grid), final)
+        return self._errors[key]
 
     def dynamic_programming(self, states, fine: torch.Tensor, steps: int, free_only: bool = False):
         """GITS-style: least total weighted one-step error over ``steps``-step paths of ``fine``;
