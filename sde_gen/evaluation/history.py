@@ -22,8 +22,9 @@ def read_history(path: str | Path) -> list[dict]:
 class HistoryFile(Callback):
     """A trainer callback that keeps ``path`` (e.g. ``history.json``) holding the training history
     (the trainer's ``history`` rows: loss, learning rate, gradient norm per step). It is rewritten
-    atomically at every checkpoint and by :meth:`write`; a run resumed from step ``s`` keeps the rows
-    up to ``s`` that an earlier process wrote, so a killed and resumed run has one unbroken curve."""
+    atomically before every checkpoint (so a checkpoint never exists without the rows up to its step,
+    whenever a kill comes) and by :meth:`write`; a run resumed from step ``s`` keeps the rows up to
+    ``s`` that an earlier process wrote, so a killed and resumed run has one unbroken curve."""
 
     def __init__(self, path: str | Path):
         self.path, self.earlier = Path(path), []
@@ -36,7 +37,7 @@ class HistoryFile(Callback):
         """The whole history: the earlier processes' rows, then this one's."""
         return self.earlier + trainer.history
 
-    def on_checkpoint(self, trainer, path) -> None:
+    def before_checkpoint(self, trainer) -> None:
         self.write(trainer)
 
     def write(self, trainer) -> None:

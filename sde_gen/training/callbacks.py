@@ -29,6 +29,10 @@ class Callback:
 
     def on_eval(self, trainer: Trainer, metrics: dict) -> None: ...
 
+    def before_checkpoint(self, trainer: Trainer) -> None:
+        """Called just before a checkpoint is written: what must exist whenever the checkpoint does
+        (e.g. the history up to its step) is written here, since a kill may come right after it."""
+
     def on_checkpoint(self, trainer: Trainer, path: Path) -> None: ...
 
     def on_train_end(self, trainer: Trainer) -> None: ...

@@ -350,6 +350,9 @@ class Trainer:
         if path is None and self.checkpoints is None:
             raise ValueError("save_checkpoint() needs a path or a trainer with checkpoints")
         state = self.state_dict()
+        if self.rank == 0:
+            for cb in self.callbacks:
+                cb.before_checkpoint(self)
         if path is None:
             path = self.checkpoints.save(state, self.step)
         else:

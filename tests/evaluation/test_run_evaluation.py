@@ -103,7 +103,7 @@ def test_history_file_round_trips_and_a_resume_keeps_the_rows_up_to_its_step(tmp
     first = SimpleNamespace(step=0, history=rows)
     history = sg.HistoryFile(path)
     history.on_train_start(first)
-    history.on_checkpoint(first, None)
+    history.before_checkpoint(first)
     assert sg.read_history(path) == rows
     # Killed after step 6, resumed from the checkpoint of step 4: rows 1-4 kept, then the new ones.
     resumed = SimpleNamespace(step=4, history=[{"step": 5, "loss": 0.5, "lr": 1e-3, "grad_norm": 2.0}])

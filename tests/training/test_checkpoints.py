@@ -160,3 +160,39 @@ def test_a_current_checkpoint_in_the_0_1_layout_with_a_warmup_ema_resumes_exactl
     a, b = _params(straight), _params(resumed)
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert all(torch.equal(straight.ema.shadow[k], resumed.ema.shadow[k]) for k in a)
+
+
+class _KilledAfterCheckpoint(sg.Callback):
+    """Stands for a SIGKILL that lands right after the checkpoint of step ``at`` is on disk."""
+
+    def __init__(self, at: int):
+        self.at = at
+
+    def on_checkpoint(self, trainer, path) -> None:
+        if trainer.step == self.at:
+            raise KeyboardInterrupt
+
+
+def test_a_kill_right_after_a_checkpoint_leaves_the_history_of_every_step_up_to_it(tmp_path):
+    """The history file is written before each checkpoint, not after it: a process killed just after
+    the checkpoint of step 10 landed (and before anything else ran) resumes from step 10 with every row
+    up to 10 on disk, and ends with the history of a run that never stopped (the rows of steps 1-20,
+    each once, with the same losses)."""
+    straight = _trainer(tmp_path / "straight", ckpt_every=5)
+    straight.fit(20)
+
+    path = tmp_path / "history.json"
+    killer = _KilledAfterCheckpoint(10)  # first: no callback runs after the checkpoint lands
+    first = _trainer(tmp_path / "run", ckpt_every=5, callbacks=[killer, sg.HistoryFile(path)])
+    with pytest.raises(KeyboardInterrupt):
+        first.fit(20)
+    assert [h["step"] for h in sg.read_history(path)] == [h["step"] for h in straight.history[:10]]
+
+    history = sg.HistoryFile(path)
+    resumed = _trainer(tmp_path / "run", ckpt_every=5, callbacks=[history])
+    assert resumed.resume() and resumed.step == 10
+    resumed.fit(20)
+    history.finish(resumed)
+    rows = sg.read_history(path)
+    assert [h["step"] for h in rows] == [h["step"] for h in straight.history]
+    assert [h["loss"] for h in rows] == [h["loss"] for h in straight.history]
