@@ -284,8 +284,7 @@ def build(cfg: DictConfig, out_dir: Path | None = None, device: torch.device | N
 
 
 def _train_refusal(cfg: DictConfig, cause: Exception, keys: dict, default: str) -> ConfigError:
-    """The :class:`ConfigError` of an argument that an object run.py builds from ``train.*`` refused:
-    ``keys`` maps the argument's name (``cause.name``) to its key, else ``default``."""
+    """The :class:`ConfigError` of a refused ``train.*`` argument: ``keys`` maps its name to its key."""
     key = f"train.{keys.get(getattr(cause, 'name', None), default)}"
     return _bad(key, OmegaConf.select(cfg, key), str(cause))
 
@@ -305,9 +304,8 @@ def build_parameterization(cfg: DictConfig) -> sg.Parameterization:
 
 
 def build_time_sampler(cfg: DictConfig, sde: sg.SDE) -> dict:
-    """``{"time_sampler": ...}``, the loss's sampler of ``train.time_sampler`` (with its ``_loc``,
-    ``_scale``) for ``sde`` and ``train.eps``; ``{}`` for uniform times, which the loss draws itself
-    (or, with ``train.importance_sampling``, from ``p(t) ~ g^2 / std^2``)."""
+    """``{"time_sampler": ...}``: ``train.time_sampler`` (its ``_loc``, ``_scale``) for ``sde``; ``{}`` for
+    uniform times, drawn by the loss (with ``train.importance_sampling``: ``p(t) ~ g^2 / std^2``)."""
     t = cfg.train
     name = t.time_sampler
     given = {k: t[f"time_sampler_{k}"] for k in ("loc", "scale") if t[f"time_sampler_{k}"] is not None}
@@ -318,9 +316,9 @@ def build_time_sampler(cfg: DictConfig, sde: sg.SDE) -> dict:
         allowed = f"null: time_sampler={name!r} has no {k} (log_normal and logit_normal have)"
         raise _bad(f"train.time_sampler_{k}", given[k], allowed)
     keys = {"p_mean": "time_sampler_loc", "loc": "time_sampler_loc", "p_std": "time_sampler_scale",
-            "scale": "time_sampler_scale", "eps": "eps"}  # fmt: skip
+            "scale": "time_sampler_scale", "eps": "eps", "sigma_data": "sigma_data"}  # fmt: skip
     try:
-        sampler = sg.time_sampler(name, sde, t.eps, **given)
+        sampler = sg.time_sampler(name, sde, t.eps, **given, sigma_data=t.sigma_data)
     except (ValueError, TypeError) as e:
         raise _train_refusal(cfg, e, keys, "time_sampler") from e
     if t.importance_sampling:

@@ -234,11 +234,18 @@ def time_sampler(
     loc: float | None = None,
     scale: float | None = None,
     reweight: bool | None = None,
+    sigma_data: float | None = None,
 ):
     """The sampler ``name`` (a key of :data:`TIME_SAMPLERS`) for ``sde`` on ``[eps, T]``: ``loc`` and
     ``scale`` are ``p_mean``, ``p_std`` of ``"log_normal"`` and ``loc``, ``scale`` of
     ``"logit_normal"`` (``None``: the paper's); ``reweight`` as in :class:`LogNormalNoise` (``None``:
-    the sampler's default)."""
+    the sampler's default).
+
+    ``sigma_data``: the data's std, which only ``"log_normal"``'s default ``p_mean`` reads: EDM's
+    ``-1.2`` was chosen for ``sigma_data = 0.5``, and data scaled by ``a`` need noise levels scaled by
+    ``a``, so the default is ``-1.2 + log(sigma_data / 0.5)`` (``-1.2`` when ``None`` or 0.5); with
+    EDM's preconditioning and weighting at the same ``sigma_data``, training is then the same for
+    data at any scale. A ``loc`` given is used as it is."""
     check_choice("time_sampler", name, set(TIME_SAMPLERS))
     given = {k: v for k, v in (("loc", loc), ("scale", scale)) if v is not None}
     if name in ("uniform", "importance"):
@@ -249,5 +256,6 @@ def time_sampler(
         return TIME_SAMPLERS[name](sde, eps)
     extra = {} if reweight is None else {"reweight": reweight}
     if name == "log_normal":
-        return LogNormalNoise(sde, eps, given.get("loc", -1.2), given.get("scale", 1.2), **extra)
+        shift = 0.0 if sigma_data is None else math.log(check_positive("sigma_data", sigma_data) / 0.5)
+        return LogNormalNoise(sde, eps, given.get("loc", -1.2 + shift), given.get("scale", 1.2), **extra)
     return LogitNormalTime(sde, eps, given.get("loc", 0.0), given.get("scale", 1.0), **extra)

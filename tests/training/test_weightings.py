@@ -124,6 +124,30 @@ def test_each_sampler_draws_from_its_density(sde_name, name):
     assert float((emp - cdf).abs().max()) < 2.0 / math.sqrt(t.numel())
 
 
+@pytest.mark.parametrize("a", [0.2, 5.76])
+def test_log_normal_levels_follow_sigma_data_so_scaled_data_see_scaled_noise(a):
+    """EDM's p_mean = -1.2 is for sigma_data = 0.5: with sigma_data = 0.5 a the default mean moves by
+    log a, so on VE (sigma_hat = sigma) the same draws are a times the noise levels of sigma_data = 0.5
+    (the range [eps, T] so wide that its truncation is below float64 roundoff); EDM's weight in noise
+    units, (sigma^2 + sigma_data^2) / sigma_data^2, is then the same at every draw. A loc given is
+    kept as it is."""
+    sde = sg.VESDE(sigma_min=1e-12, sigma_max=1e12)
+    base = sg.time_sampler("log_normal", sde, 1e-9, sigma_data=0.5)
+    scaled = sg.time_sampler("log_normal", sde, 1e-9, sigma_data=0.5 * a)
+    assert scaled.p_mean == pytest.approx(-1.2 + math.log(a), abs=1e-15)
+    assert sg.time_sampler("log_normal", sde, 1e-9).p_mean == base.p_mean == -1.2
+    t0, _ = base.sample(10_000, generator=torch.Generator().manual_seed(3), dtype=DT)
+    t1, _ = scaled.sample(10_000, generator=torch.Generator().manual_seed(3), dtype=DT)
+    s0, s1 = sde.sigma_hat(t0), sde.sigma_hat(t1)
+    assert torch.allclose(s1, a * s0, rtol=1e-9)
+    std0, std1 = s0[:, None], s1[:, None]
+    w0 = sg.EDMWeighting(0.5)(sde, t0, std0)
+    w1 = sg.EDMWeighting(0.5 * a)(sde, t1, std1)
+    assert torch.allclose(w0, w1, rtol=1e-8)
+    given = sg.time_sampler("log_normal", sde, 1e-9, loc=0.3, sigma_data=0.5 * a)
+    assert given.p_mean == 0.3
+
+
 def _mean_and_se(loss_fn, model, x0, n_rep: int, seed: int):
     g = torch.Generator().manual_seed(seed)
     vals = torch.cat([loss_fn(model, x0, generator=g) for _ in range(n_rep)])
