@@ -89,6 +89,25 @@ class GaussianMixture:
         w = torch.ones(K, dtype=means.dtype, device=means.device) if weights is None else weights
         return cls(w, means, (std**2) * eye.expand(K, D, D).clone(), **kwargs)
 
+    def linear_map(self, matrix, offset=None, *, event_shape=None) -> GaussianMixture:
+        """The law of ``M x + c`` for ``x`` from this mixture: means ``M mu_k + c``, covariances
+        ``M Sigma_k M^T`` (``M`` ``(m, D)`` of full row rank, so that they stay positive definite;
+        ``c`` ``(m,)``, default 0; samples shaped ``event_shape``, default ``(m,)``). E.g. the
+        low-resolution law of a cascade (``M`` average pooling) or the latent law of a linear
+        encoder."""
+        M = torch.as_tensor(matrix, dtype=self.means.dtype, device=self.means.device)
+        if M.ndim != 2 or M.shape[1] != self.dim:
+            raise ArgumentValueError(
+                "matrix", matrix, f"matrix must have shape (m, {self.dim}), got {tuple(M.shape)}"
+            )
+        means = self.means @ M.T
+        if offset is not None:
+            means = means + torch.as_tensor(offset, dtype=M.dtype, device=M.device).reshape(1, -1)
+        covs = M @ self.covs @ M.T
+        return GaussianMixture(
+            self.weights, means, 0.5 * (covs + covs.transpose(-1, -2)), event_shape=event_shape
+        )
+
     @property
     def dim(self) -> int:
         return self.means.shape[1]

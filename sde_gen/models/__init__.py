@@ -1,8 +1,11 @@
 """Models: :class:`ScoreModel` (a network as a score function, ``score.py``), what the network
 predicts (``parameterizations.py``: noise, score, data, v, flow, EDM's preconditioning), noise-conditional
 networks ``net(x, t) -> tensor shaped like x`` (``t`` of shape ``(B,)``; class-conditional with
-``num_classes``: ``net(x, t, y=labels)``) and noise-conditional classifiers ``p(y | x_t, t)``."""
+``num_classes``: ``net(x, t, y=labels)``), noise-conditional classifiers ``p(y | x_t, t)`` and
+autoencoders for latent models (``autoencoder.py``, ``autoencoder_kl.py``)."""
 
+from .autoencoder import Autoencoder, LinearAutoencoder
+from .autoencoder_kl import AutoencoderKL
 from .classifier import ConvClassifier, NoisyClassifier
 from .embeddings import (
     TIME_EMBEDDINGS,
@@ -23,6 +26,7 @@ from .parameterizations import (
     parameterization,
 )
 from .score import ScoreModel
+from .superres import SuperResolutionUNet
 from .unet import UNet
 
 __all__ = [
@@ -38,8 +42,12 @@ __all__ = [
     "parameterization",
     "MLP",
     "UNet",
+    "SuperResolutionUNet",
     "ConvClassifier",
     "NoisyClassifier",
+    "Autoencoder",
+    "LinearAutoencoder",
+    "AutoencoderKL",
     "GaussianFourierEmbedding",
     "SinusoidalEmbedding",
     "TIME_EMBEDDINGS",

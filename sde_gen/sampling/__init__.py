@@ -6,10 +6,12 @@
 - ``loop.py``: ``sample`` and ``encode``;
 - ``guidance.py``: classifier-free and classifier guidance as score functions;
 - ``tuning.py``: ``optimize_schedule``, time grids tuned for a score function;
+- ``cascade.py``: ``sample_cascade`` (stage by stage, with conditioning augmentation) and ``sample_latent``;
 - ``inverse/``: linear inverse problems (replacement, RePaint, DPS, SMC) and the exact posterior.
 """
 
 from . import inverse
+from .cascade import CascadeStage, sample_cascade, sample_latent
 from .guidance import (
     ClassifierFreeGuidance,
     ClassifierGuidance,
@@ -34,4 +36,7 @@ __all__ = [
     "TunedSchedule",
     "TUNING_METHODS",
     "MAX_TUNED_STEPS",
+    "CascadeStage",
+    "sample_cascade",
+    "sample_latent",
 ]

@@ -11,11 +11,14 @@
 - ``reflow.py``: the (sample, noise) pairs of a model's probability-flow ODE, to reflow on;
 - ``noise_levels.py``: the time samplers (uniform, importance, log-normal, logit-normal);
 - ``classifier_loss.py``: ``ClassifierLoss`` for noise-conditional classifiers;
+- ``autoencoder_loss.py``: ``AutoencoderLoss`` (an autoencoder's weighted negative ELBO);
+- ``superres_loss.py``: ``SuperResolutionLoss`` (a cascade's stage, with conditioning augmentation);
 - ``callbacks.py``: progress, periodic evaluation, the base class loggers derive from.
 
 Checkpoint files are ``sde_gen/files/``; the optimiser is any ``torch.optim.Optimizer``.
 """
 
+from .autoencoder_loss import AutoencoderLoss, gaussian_nll, kl_divergence
 from .batches import Batches
 from .callbacks import Callback, PeriodicEval, ProgressBar, ProgressPrinter
 from .classifier_loss import AccuracyCurve, ClassifierLoss, classifier_accuracy
@@ -33,6 +36,7 @@ from .noise_levels import (
 from .nonfinite import NONFINITE, NonFinite
 from .reflow import reflow_pairs
 from .schedules import WarmupCosine
+from .superres_loss import SuperResolutionLoss
 from .trainer import Trainer
 from .weightings import (
     WEIGHTINGS,
@@ -81,4 +85,8 @@ __all__ = [
     "ClassifierLoss",
     "classifier_accuracy",
     "AccuracyCurve",
+    "AutoencoderLoss",
+    "SuperResolutionLoss",
+    "gaussian_nll",
+    "kl_divergence",
 ]

@@ -2,7 +2,7 @@
 SDE with a Gaussian kernel: operators, four posterior samplers and the exact posterior of a
 Gaussian-mixture prior for testing them."""
 
-from .exact import MixturePosterior, mixture_posterior
+from .exact import CascadeOracle, MixturePosterior, mixture_posterior
 from .operators import Colorization, LinearOperator, Mask, SuperResolution
 from .solve import METHODS, InverseResult, repaint_schedule, solve_inverse
 
@@ -17,4 +17,5 @@ __all__ = [
     "repaint_schedule",
     "mixture_posterior",
     "MixturePosterior",
+    "CascadeOracle",
 ]

@@ -22,7 +22,7 @@ from ..._checks import ArgumentTypeError, ArgumentValueError, check_int, check_r
 from ...data.oracle import GaussianMixture
 from .operators import LinearOperator
 
-__all__ = ["mixture_posterior", "MixturePosterior"]
+__all__ = ["mixture_posterior", "MixturePosterior", "CascadeOracle"]
 
 
 @dataclass
@@ -100,3 +100,99 @@ def mixture_posterior(
     log_lik = -0.5 * (m * math.log(2 * math.pi) + logdet + half.pow(2).sum(-1))
     weights = torch.softmax(torch.log(mix.weights) + log_lik, dim=0)
     return MixturePosterior(weights, means, covs, shape)
+
+
+class CascadeOracle:
+    """Exact scores of both stages of a cascade on Gaussian-mixture data (the tests' closed form).
+
+    With ``x ~ sum_k w_k N(mu_k, Sigma_k)`` and a linear operator ``A`` (for a cascade,
+    :class:`~sde_gen.inverse.SuperResolution`: average pooling), the low-resolution law of ``y = A x``
+    is the mixture ``(w_k, A mu_k, A Sigma_k A^T)`` (:attr:`low`), and ``x`` given the augmented
+    ``y_s = y + s e`` is the posterior of the module docstring, per sample (each its own ``y_s`` and
+    ``s``): again a mixture, whose marginals under any linear SDE are exact. :meth:`score_fn` is its
+    score as a super-resolution stage takes it, ``score_fn(x, t, low=y_s, low_noise=s)``, so a
+    cascade fed :attr:`low`'s score and this one must reproduce the high-resolution law.
+
+    Args:
+        mixture: the high-resolution law (``event_shape`` the image shape).
+        operator: ``A``, of full row rank (``s = 0`` is then allowed).
+    """
+
+    def __init__(self, mixture: GaussianMixture, operator: LinearOperator):
+        if not isinstance(operator, LinearOperator):
+            raise ArgumentTypeError(
+                "operator",
+                operator,
+                f"operator must be an sde_gen LinearOperator, got {type(operator).__name__}",
+            )
+        self.mixture, self.operator = mixture, operator
+        self.shape = tuple(mixture.event_shape)
+        self.low_shape = tuple(operator.y_shape(self.shape))
+        self.A = operator.matrix(self.shape, dtype=mixture.means.dtype, device=mixture.means.device)
+        self.low = mixture.linear_map(self.A, event_shape=self.low_shape)
+
+    def posterior(self, low: torch.Tensor, low_noise) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Log-weights ``(B, K)``, means ``(B, K, D)`` and covariances ``(B, K, D, D)`` of ``x`` given
+        ``low`` ``(B, *low_shape)`` = ``A x + s e`` with ``s`` = ``low_noise`` (a float or ``(B,)``)."""
+        mix, A = self.mixture, self.A
+        y = torch.as_tensor(low, dtype=A.dtype, device=A.device)
+        if tuple(y.shape[1:]) != self.low_shape:
+            raise ArgumentValueError("low", low, f"low must be (B, *{self.low_shape}), got {tuple(y.shape)}")
+        B, m = y.shape[0], A.shape[0]
+        s = torch.as_tensor(low_noise, dtype=A.dtype, device=A.device).expand(B)
+        if bool((s < 0).any()):
+            raise ArgumentValueError("low_noise", low_noise, "low_noise must be >= 0")
+        AS = A @ mix.covs  # (K, m, D)
+        eye = torch.eye(m, dtype=A.dtype, device=A.device)
+        L = torch.linalg.cholesky((AS @ A.T)[None] + s[:, None, None, None] ** 2 * eye)  # (B, K, m, m)
+        resid = y.reshape(B, 1, m) - mix.means @ A.T  # (B, K, m)
+        ASt = AS.transpose(-1, -2)[None]  # (1, K, D, m)
+        means = mix.means[None] + (ASt @ torch.cholesky_solve(resid[..., None], L))[..., 0]
+        covs = mix.covs[None] - ASt @ torch.cholesky_solve(AS[None].expand(B, -1, -1, -1), L)
+        half = torch.linalg.solve_triangular(L, resid[..., None], upper=False)[..., 0]
+        logdet = 2.0 * torch.log(torch.diagonal(L, dim1=-2, dim2=-1)).sum(-1)
+        log_w = torch.log(mix.weights) - 0.5 * (m * math.log(2 * math.pi) + logdet + half.pow(2).sum(-1))
+        return torch.log_softmax(log_w, dim=1), means, 0.5 * (covs + covs.transpose(-1, -2))
+
+    def score(self, x: torch.Tensor, t, sde, low: torch.Tensor, low_noise) -> torch.Tensor:
+        """Exact ``grad_x log p_t(x | low)`` under ``sde``, shaped like ``x``."""
+        log_w, means, covs = self.posterior(low, low_noise)
+        xf = x.reshape(x.shape[0], -1).to(means.dtype)
+        t = torch.as_tensor(t, dtype=means.dtype, device=means.device).expand(x.shape[0])
+        k = sde.kernel(t, xf)
+        a, var = k.scale[:, None, :], (k.std**2)[:, None, None, None]  # (B, 1, D), (B, 1, 1, 1)
+        m_t = a * means + k.shift[:, None, :]
+        eye = torch.eye(xf.shape[1], dtype=xf.dtype, device=xf.device)
+        L = torch.linalg.cholesky(a[..., :, None] * covs * a[..., None, :] + var * eye)
+        diff = (xf[:, None, :] - m_t)[..., None]
+        half = torch.linalg.solve_triangular(L, diff, upper=False)
+        logdet = 2.0 * torch.log(torch.diagonal(L, dim1=-2, dim2=-1)).sum(-1)
+        r = torch.softmax(log_w - 0.5 * (logdet + half.pow(2).sum((-2, -1))), dim=1)
+        s = -(r[..., None] * torch.cholesky_solve(diff, L)[..., 0]).sum(1)
+        return s.reshape(x.shape).to(x.dtype)
+
+    def score_fn(self, sde):
+        """``score_fn(x, t, low=..., low_noise=...)``: :meth:`score` as a conditional score function."""
+
+        def score_fn(x, t, low=None, low_noise=None):
+            if low is None or low_noise is None:
+                raise ArgumentValueError(
+                    "low", low, "this score is conditional: pass cond={'low': ..., 'low_noise': ...}"
+                )
+            return self.score(x, t, sde, low, low_noise)
+
+        return score_fn
+
+    def sample(
+        self, low: torch.Tensor, low_noise, *, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """One exact draw of ``x`` given each row of ``low`` (shape ``(B, *shape)``)."""
+        log_w, means, covs = self.posterior(low, low_noise)
+        k = torch.multinomial(log_w.exp(), 1, generator=generator)[:, 0]
+        rows = torch.arange(k.shape[0], device=k.device)
+        evals, evecs = torch.linalg.eigh(covs[rows, k])
+        z = torch.randn(
+            means.shape[0], means.shape[2], generator=generator, dtype=means.dtype, device=means.device
+        )
+        x = means[rows, k] + (evecs * evals.clamp_min(0.0).sqrt()[:, None, :] @ z[..., None])[..., 0]
+        return x.reshape((x.shape[0], *self.shape))
