@@ -85,7 +85,7 @@ class LoggerConfig:
 
 Config = make_dataclass(
     "Config",
-    [(k, Any, field(default=MISSING)) for k in (*OBJECTS, "checkpoints", "trainer")]
+    [(k, Any, field(default=MISSING)) for k in (*OBJECTS, "checkpoints", "trainer", "pipeline")]
     + [(k, t, field(default_factory=t)) for k, t in (("train", TrainConfig), ("sample", SampleConfig),
        ("likelihood", LikelihoodConfig), ("metrics", MetricsConfig), ("logger", LoggerConfig))]
     + [(k, t, field(default=MISSING)) for k, t in (("mode", Mode), ("seed", int), ("ckpt", str | None),
@@ -114,10 +114,8 @@ def _source_key(cfg: DictConfig, key: str) -> str:
 
 
 def _refusal(cfg: DictConfig, key: str, cause: Exception) -> ConfigError:
-    """The :class:`ConfigError` for an argument that the object built from ``cfg[key]`` (or an object
-    nested in it, such as ``trainer.nonfinite``) refused: ``cause.name`` (an
-    :class:`sde_gen.checks.ArgumentError`) is looked up among the node's keys and followed to the
-    key the user sets (``train.lr``)."""
+    """The :class:`ConfigError` for an argument that ``cfg[key]``'s object (or one nested in it) refused:
+    ``cause.name`` is looked up among the node's keys and followed to the key the user sets."""
     name = getattr(cause, "name", None)
     raw = OmegaConf.to_container(cfg[key], resolve=False)
     nested = [f"{key}.{k}" for k, v in raw.items() if isinstance(v, dict) and "_target_" in v]
@@ -144,8 +142,7 @@ def _check_setting(cfg: DictConfig, key: str, check, **kwargs) -> None:
 
 
 def build_node(cfg: DictConfig, key: str, **kwargs):
-    """``instantiate(cfg[key], **kwargs)``; an argument the object refuses raises
-    :class:`ConfigError` naming its config key."""
+    """``instantiate(cfg[key], **kwargs)``; a refused argument raises :class:`ConfigError` naming its key."""
     node = cfg[key]
     if not isinstance(node, DictConfig) or "_target_" not in node:
         raise _bad(key, node, f"a config with a _target_ (choose one of conf/{key}/*.yaml)")
@@ -158,8 +155,7 @@ def build_node(cfg: DictConfig, key: str, **kwargs):
 
 
 def build_optimizer(cfg: DictConfig, params) -> torch.optim.Optimizer:
-    """The ``optimizer`` node (a partial) called on ``params``; its refusals name their key. torch's
-    optimisers do not name the argument they refuse: it is the one without which they build."""
+    """The ``optimizer`` node on ``params``; a refusal names the argument without which it builds."""
     make, params = build_node(cfg, "optimizer"), list(params)
     try:
         return make(params)
@@ -173,9 +169,7 @@ def build_optimizer(cfg: DictConfig, params) -> torch.optim.Optimizer:
         raise _refusal(cfg, "optimizer", e) from e
 
 
-# build() makes data, sde, model, solver, trainer (None: ckpt=*.safetensors), sampling, likelihood, heldout,
-# quality.
-Built = SimpleNamespace
+Built = SimpleNamespace  # what build() makes: data, sde, model, solver, trainer (None: ckpt=*.safetensors)
 TOY = ("gmm8", "checkerboard", "moons", "swissroll", "rings")
 
 
@@ -234,6 +228,7 @@ def build(cfg: DictConfig, out_dir: Path | None = None, device: torch.device | N
     _check_settings(cfg)
     device = device or torch.device("cpu")
     data = build_node(cfg, "data")
+    stage = build_node(cfg, "pipeline") if cfg.pipeline is not None else None  # a first stage, or None
     n_test = data.test.shape[0]
     if cfg.likelihood.n is not None and cfg.likelihood.n > n_test:
         allowed = f"at most {n_test}, the size of the test set of {data.name}"
@@ -247,29 +242,34 @@ def build(cfg: DictConfig, out_dir: Path | None = None, device: torch.device | N
         if cfg.ckpt is None or cfg.train.reflow_from is not None:
             raise _bad("mode", "reflow", "with ckpt=FILE (the first stage's model file) only")
         cfg.train.reflow_from, cfg.ckpt = cfg.ckpt, None
+    shape, latents = stage.shape(data) if stage else tuple(data.train.shape[1:]), None  # what the model draws
+    if stage is not None:  # trained, or read from the run's or the ckpt's directory (none: build() alone)
+        home = Path(cfg.ckpt).parent if str(cfg.ckpt).endswith(".safetensors") else out_dir
+        run = dict(sde=sde, loss_fn=build_loss(cfg, sde), parameterization=build_parameterization(cfg))
+        latents, stage.metrics = stage.prepare(data, home, seed=cfg.seed, device=device, **run)
     if cfg.ckpt is not None and Path(cfg.ckpt).suffix == ".safetensors":  # model and SDE from the file
-        model, trainer = _load_exported(cfg, data, device), None
+        model, trainer = _load_exported(cfg, data, device, shape), None
         sde = model.sde
     else:
         _check_model_fits_data(cfg, data)
         net = _built(cfg, "model", torch.nn.Module)
         if isinstance(data, sg.ImageData) and isinstance(net, sg.UNet):
             want = (net.in_channels, net.image_size, net.image_size)
-            if tuple(data.shape) != want:
+            if shape != want:
                 raise ConfigError(
-                    f"model expects images of shape {want} but data={data.name} has {tuple(data.shape)}: "
+                    f"model expects images of shape {want} but data={data.name} has {shape}: "
                     "choose a matching model (e.g. unet_digits for digits, unet_mnist for mnist)"
                 )
         model = sg.ScoreModel(net, sde, build_parameterization(cfg)).to(device)
         labels = _training_labels(cfg, data, model)
-        images = isinstance(data, sg.ImageData)
+        images = isinstance(data, sg.ImageData) and latents is None  # images to dequantize
         transform = sg.LevelTransform(data.levels, -1.0, 1.0).dequantize if images else None
-        train, noise = data.train, None
+        train, noise, loss = data.train if latents is None else latents, None, build_loss(cfg, sde)
         if cfg.train.reflow_from is not None:  # the pairs are continuous samples: no dequantization
             (train, noise), transform = _reflow_pairs(cfg, data, sde, labels, device), None
         ckpt_dir = (out_dir if out_dir is not None else Path(".")) / "checkpoints"
         trainer = build_node(
-            cfg, "trainer", model=model, loss_fn=build_loss(cfg, sde),
+            cfg, "trainer", model=model, loss_fn=stage.wrap_loss(loss) if stage else loss,
             data=build_node(cfg, "batches", data=train, transform=transform, labels=labels, noise=noise),
             optimizer=build_optimizer(cfg, model.parameters()), lr_schedule=build_node(cfg, "lr_schedule"),
             ema=build_node(cfg, "ema", model=model),
@@ -277,9 +277,9 @@ def build(cfg: DictConfig, out_dir: Path | None = None, device: torch.device | N
         )  # fmt: skip
     heldout = sg.HeldoutEval(cfg.train.eval_every, cfg.train.eval_n) if trainer else sg.HeldoutEval()
     return Built(
-        data=data, sde=sde, model=model, solver=solver, trainer=trainer, heldout=heldout,
-        sampling=build_node(cfg, "sample", T=sde.T), likelihood=build_node(cfg, "likelihood", T=sde.T),
-        quality=build_quality(cfg, data),
+        data=data, sde=sde, model=model, solver=solver, trainer=trainer, heldout=heldout, stage=stage,
+        shape=shape, sampling=build_node(cfg, "sample", T=sde.T), quality=build_quality(cfg, data),
+        likelihood=build_node(cfg, "likelihood", T=sde.T),
     )  # fmt: skip
 
 
@@ -341,7 +341,7 @@ def build_quality(cfg: DictConfig, data) -> sg.SampleQuality:
     return quality
 
 
-def _load_exported(cfg: DictConfig, data, device) -> sg.ScoreModel:
+def _load_exported(cfg: DictConfig, data, device, want: tuple) -> sg.ScoreModel:
     """``ckpt=model.safetensors`` (:func:`sg.load_model`), for modes that do not train."""
     if _mode(cfg) not in ("sample", "likelihood", "evaluate"):
         raise _bad("mode", _mode(cfg), "sample, likelihood or evaluate with an exported model (ckpt="
@@ -349,10 +349,10 @@ def _load_exported(cfg: DictConfig, data, device) -> sg.ScoreModel:
                    "checkpoints/ckpt_XXXXXXXX.pt)")  # fmt: skip
     model = sg.load_model(cfg.ckpt, device=device)
     shape = model.recipe.get("data", {}).get("shape")
-    if shape is not None and list(shape) != list(data.train.shape[1:]):
+    if shape is not None and list(shape) != list(want):
         trained_on = model.recipe["data"].get("name", "other data")
         raise _bad("data", data.name, f"data of the exported model's shape {tuple(shape)} ({cfg.ckpt} was "
-                   f"trained on {trained_on}); got {tuple(data.train.shape[1:])}")  # fmt: skip
+                   f"trained on {trained_on}); got {tuple(want)}")  # fmt: skip
     return model
 
 
@@ -376,7 +376,7 @@ def export_recipe(built: Built) -> dict:
     """What :func:`sg.save_model` records besides the weights: what a sample is."""
     d = built.data
     levels = dict(levels=d.levels, low=-1.0, high=1.0) if isinstance(d, sg.ImageData) else {}
-    return {"data": {"name": d.name, "shape": list(d.train.shape[1:]), **levels}}
+    return {"data": {"name": d.name, "shape": list(built.shape), **levels}}
 
 
 def _training_labels(cfg: DictConfig, data, model):
@@ -525,11 +525,12 @@ def run_job(cfg: DictConfig, built: Built, out_dir: Path, device) -> dict:
         metrics["step"] = trainer.step
     ema = trainer.ema.applied(built.model) if trainer is not None and trainer.ema is not None else None
     with ema or contextlib.nullcontext():
-        metrics |= _tune(cfg, built, out_dir, mode)
+        metrics |= _tune(cfg, built, out_dir, mode) | (built.stage.metrics if built.stage else {})
         metrics |= sg.evaluate_model(
             built.model, built.sde, built.data, built.solver, out_dir=out_dir, seed=cfg.seed, device=device,
             plan=built.sampling if mode in SAMPLING else None, quality=built.quality,
             likelihood=built.likelihood if mode in LIKELIHOOD else None, batch_size=cfg.likelihood.batch_size,
+            stage=built.stage,
         )  # fmt: skip
     return metrics
 
@@ -539,7 +540,7 @@ def _tune(cfg: DictConfig, built: Built, out_dir: Path, mode: str) -> dict:
     if cfg.solver.get("schedule") != "tuned" or mode not in SAMPLING:
         return {}
     path = cfg.ckpt if str(cfg.ckpt).endswith(".safetensors") else out_dir / "model.safetensors"
-    grid, res = sg.tuned_schedule(built.model, built.solver, (256, *built.data.train[0].shape), sde=built.sde,
+    grid, res = sg.tuned_schedule(built.model, built.solver, (256, *built.shape), sde=built.sde,
                                   path=path, eps=built.sampling.eps, generator=cfg.seed)  # fmt: skip
     built.solver = built.solver.with_schedule(grid)
     return {"schedule": "stored" if res is None else res.method, "schedule_nfe": res.nfe if res else 0}

@@ -9,7 +9,9 @@
 - :mod:`.model_eval`: ``SamplePlan`` and ``evaluate_model``, a trained model evaluated into a directory;
 - :mod:`.history`: ``HistoryFile`` and ``read_history``, the training curve of a run directory;
 - :mod:`.results`: ``results_table`` and ``metrics_table``, Markdown tables of run results;
-- :mod:`.wandb_logger`: ``WandbLogger``, a trainer callback logging to W&B.
+- :mod:`.wandb_logger`: ``WandbLogger``, a trainer callback logging to W&B;
+- :mod:`.stages`: first stages of a run: ``LatentStage`` (a latent model's autoencoder) and
+  ``LowResolutionStage`` (a cascade's low-resolution model).
 
 - ``bpd.py``: ``evaluate_bpd``, the test bits/dim of a score model on integer images;
 """
@@ -25,6 +27,7 @@ from .plots import save_image_grid, save_loss_curve, save_samples_2d
 from .quality import SampleQuality
 from .results import HEADLINE_METRICS, metrics_table, results_table
 from .seeds import STREAMS, chunk_generator, chunk_seed
+from .stages import LatentStage, LowResolutionStage
 from .wandb_logger import WandbLogger, wandb_mode
 
 __all__ = [
@@ -50,4 +53,6 @@ __all__ = [
     "HEADLINE_METRICS",
     "WandbLogger",
     "wandb_mode",
+    "LatentStage",
+    "LowResolutionStage",
 ]

@@ -14,6 +14,7 @@ from .._utils import batch_sum
 from ..data.transforms import LevelTransform, check_level_data
 from ..likelihood.bpd import dequantized_bpd_per_image
 from ..likelihood.dequantization import importance_weighted_bpd_per_image
+from ..likelihood.latent import latent_nll_bound
 from ..likelihood.probability_flow import log_likelihood
 from ..sampling.solvers.ode import ProbabilityFlow
 from .chunks import count_chunks, gather_chunks, my_chunks, nfe_stats, progress_bar
@@ -45,6 +46,7 @@ def evaluate_bpd(
     variable: str = "t",
     state: str = "x",
     cond: dict | None = None,
+    autoencoder=None,
 ) -> dict:
     """Bits/dim of integer images ``levels`` ``(N, C, H, W)`` under the probability-flow model, each
     dequantized ``repeats`` times (:func:`dequantized_bpd`), in chunks of
@@ -71,6 +73,10 @@ def evaluate_bpd(
     ``cond`` (a dict of tensors with one row per image, see :func:`sde_gen.sample`) goes with the
     images: every evaluation of a chunk's images gets the chunk's rows, for ``p(x | cond)``.
 
+    With an ``autoencoder`` (:class:`sde_gen.Autoencoder`), ``score_fn`` is a latent model's and
+    the figure is the bound of :func:`sde_gen.latent_nll_bound` (one draw of ``z`` per image and
+    repeat, from the chunk's probe stream), in bits/dim: an upper bound, not the likelihood.
+
     The old argument order ``evaluate_bpd(score_fn, sde, levels, transform)`` still works, with a
     ``DeprecationWarning``.
     """
@@ -87,6 +93,10 @@ def evaluate_bpd(
             importance_samples,
             f"importance_samples={importance_samples} needs dequantization='truncated_normal' "
             "(the uniform bound takes one draw per repeat)",
+        )
+    if autoencoder is not None and dequantization != "uniform":
+        raise ArgumentValueError(
+            "dequantization", dequantization, "a latent model's bound takes dequantization='uniform'"
         )
     seed = noise_seed(seed, generator, noisy=True, what="dequantization")
     cond = check_cond(cond, n)
@@ -111,6 +121,12 @@ def evaluate_bpd(
         return log_prob_fn(y)
 
     def log_prob_fn(y):
+        if autoencoder is None:
+            return ode_log_prob(y)
+        bound = latent_nll_bound(autoencoder, ode_log_prob, y, generator=book["generator"])
+        return -bound.nll_bound.detach().cpu()
+
+    def ode_log_prob(y):
         if seed is None:  # K calls per (repeat, chunk), repeats outer
             book["chunk"] = (book["calls"] // importance_samples) % num_chunks
         book["calls"] += 1
@@ -129,7 +145,7 @@ def evaluate_bpd(
             cond={k: v[start : start + y.shape[0]] for k, v in cond.items()},
         )
         chunk_nfe[book["chunk"]] = chunk_nfe.get(book["chunk"], 0) + res.nfe
-        return res.log_prob.detach().cpu()
+        return res.log_prob.detach().cpu() if autoencoder is None else res.log_prob.detach()
 
     if seed is None:
         # One stream through everything, as a single process always did (refused above where

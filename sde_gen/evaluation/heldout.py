@@ -67,12 +67,14 @@ class HeldoutLikelihood:
             return self.divergence
         return "hutchinson" if images else "exact"
 
-    def __call__(self, sde, model, data, *, seed: int = 0, device=None) -> dict:
+    def __call__(self, sde, model, data, *, seed: int = 0, device=None, autoencoder=None) -> dict:
         """The figures as a dict: ``test_bpd`` and ``test_bpd_se`` (images) or ``test_nll_nats`` and
         ``test_nll_nats_se`` (vector data, in float64; with the data's density also
         ``data_entropy_nats`` and the paired KL estimate ``kl_gap_nats`` and its ``kl_gap_nats_se``);
         ``likelihood_nfe`` (total over chunks), ``likelihood_nfe_rank_max``, ``likelihood_seconds``
-        and ``likelihood_divergence``. Chunk ``i`` draws its noise from ``(seed, i)``."""
+        and ``likelihood_divergence``. Chunk ``i`` draws its noise from ``(seed, i)``. With an
+        ``autoencoder`` (a latent ``model``, images only): ``test_bpd_bound`` and its
+        ``test_bpd_bound_se``, the negative ELBO in bits/dim (:func:`sde_gen.latent_nll_bound`)."""
         test = data.test if self.n is None else data.test[: self.n]
         images = isinstance(data, ImageData)
         divergence = self.divergence_for(images)
@@ -81,8 +83,11 @@ class HeldoutLikelihood:
         start = time.perf_counter()
         if images:
             transform = LevelTransform(data.levels, -1.0, 1.0)
-            r = evaluate_bpd(sde, model, test, transform, repeats=self.repeats, **common)
-            out = {"test_bpd": r["bpd"], "test_bpd_se": r["bpd_se"]}
+            r = evaluate_bpd(
+                sde, model, test, transform, repeats=self.repeats, autoencoder=autoencoder, **common
+            )
+            key = "test_bpd" if autoencoder is None else "test_bpd_bound"
+            out = {key: r["bpd"], f"{key}_se": r["bpd_se"]}
         else:
             # Vector models are small: evaluate in float64, where the ODE tolerance sets the error.
             x = test.to(torch.float64)

@@ -59,6 +59,7 @@ def evaluate_model(
     seed: int = 0,
     batch_size: int = 500,
     device=None,
+    stage=None,
 ) -> dict:
     """Draw samples of ``model`` with ``solver`` and score them (with a ``plan``), and measure the
     held-out likelihood (with a ``likelihood``); returns the figures as a flat dict.
@@ -69,19 +70,35 @@ def evaluate_model(
     more samples leaves the picture as it is. Seeds: ``seed + 10`` (samples), ``seed + 11``
     (likelihood), ``seed + 12`` (KID's subsets). With ``out_dir``, rank 0 writes ``samples.pt``
     (``labels.pt`` for a class-conditional model) and ``samples.png``. Adds ``sample_seconds``,
-    ``sample_nfe`` and ``metrics_seconds``; ``model`` is put in eval mode."""
+    ``sample_nfe`` and ``metrics_seconds``; ``model`` is put in eval mode.
+
+    With a first ``stage`` (:class:`sde_gen.LatentStage`, :class:`sde_gen.LowResolutionStage`),
+    ``model`` is its second: a latent model's samples are decoded before they are scored or saved
+    and its likelihood is a bound (``test_bpd_bound``); a cascade's are drawn given the first
+    stage's samples (``stage.condition``, seed ``seed + 13``; ``sample_nfe`` counts both stages) and
+    it has no likelihood."""
     metrics, images = {}, isinstance(data, ImageData)
+    shape = data.train.shape[1:] if stage is None else stage.shape(data)
+    autoencoder = None if stage is None else stage.autoencoder
     model.eval()
     with torch.no_grad():
         if plan is not None:
             scored = quality.count(data, plan.num) if quality is not None and quality.enabled else 0
             start, k, num = time.perf_counter(), getattr(model, "num_classes", None), max(plan.num, scored)
             labels = None if k is None else plan.labels(k, num)
+            kw = dict(seed=seed + 13, batch_size=batch_size, eps=plan.eps, device=device)
+            given = None if stage is None else stage.condition(num, **kw)
+            cond = {**({} if labels is None else {"y": labels}), **(given or {})}
             res = generate_samples(
-                sde, plan.score_fn(model, sde), num, data.train.shape[1:], solver, seed=seed + 10,
-                batch_size=batch_size, eps=plan.eps, denoise=images, device=device,
-                cond=None if labels is None else {"y": labels},
+                sde, plan.score_fn(model, sde), num, shape, solver, seed=seed + 10,
+                batch_size=batch_size, eps=plan.eps, denoise=images, device=device, cond=cond or None,
             )  # fmt: skip
+            if given:  # a cascade: its first stage's evaluations too
+                res["nfe"] += stage.metrics.get("first_stage_nfe", 0)
+            if autoencoder is not None:
+                res["samples"] = torch.cat(
+                    [autoencoder.from_latent(u.to(device)).cpu() for u in res["samples"].split(500)]
+                )
             metrics.update(sample_seconds=time.perf_counter() - start, sample_nfe=res["nfe"])
             if out_dir is not None and dist_utils.is_main_process():
                 rows = None if k is None else max(plan.num // k, 1)
@@ -90,8 +107,10 @@ def evaluate_model(
                 start, y = time.perf_counter(), None if labels is None else labels[:scored]
                 metrics.update(quality(res["samples"][:scored], data, seed=seed + 12, labels=y))
                 metrics["metrics_seconds"] = time.perf_counter() - start
-        if likelihood is not None:
-            metrics.update(likelihood(sde, model, data, seed=seed + 11, device=device))
+        if likelihood is not None and (stage is None or stage.likelihood):
+            metrics.update(
+                likelihood(sde, model, data, seed=seed + 11, device=device, autoencoder=autoencoder)
+            )
     return metrics
 
 

@@ -37,9 +37,11 @@ def results_table(rows: Sequence[dict], columns: Sequence[str | tuple[str, str]]
 #: The headline figures of a run (``sg.evaluate_model``'s and the trainer's), in the order that
 #: :func:`metrics_table` lists them.
 HEADLINE_METRICS = tuple(
-    """test_bpd test_bpd_se test_nll_nats test_nll_nats_se kl_gap_nats fd fd_reference kid precision
-    recall class_accuracy energy_distance energy_distance_reference likelihood_nfe sample_nfe final_loss
-    train_seconds sample_seconds likelihood_seconds step""".split()
+    """test_bpd test_bpd_se test_bpd_bound test_bpd_bound_se test_nll_nats test_nll_nats_se kl_gap_nats fd
+    fd_reference kid precision recall class_accuracy energy_distance energy_distance_reference
+    likelihood_nfe sample_nfe final_loss train_seconds autoencoder_seconds first_stage_seconds sample_seconds
+    likelihood_seconds
+    step""".split()
 )
 
 

@@ -25,7 +25,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 
 from .._checks import ArgumentValueError
-from ..models import MLP, UNet
+from ..models import MLP, SuperResolutionUNet, UNet
 from ..models.parameterizations import PARAMETERIZATIONS
 from ..models.parameterizations import parameterization as make_parameterization
 from ..models.score import ScoreModel
@@ -48,6 +48,7 @@ TARGETS = {
     "sde_gen.RectifiedFlow": RectifiedFlow,
     "sde_gen.MLP": MLP,
     "sde_gen.UNet": UNet,
+    "sde_gen.SuperResolutionUNet": SuperResolutionUNet,
 }
 #: Hydra configs name the presets; they are the same class with other defaults.
 ALIASES = {

@@ -347,6 +347,9 @@ def test_every_experiment_preset_composes_and_instantiates(experiment):
     x = data.test[:2]
     if isinstance(data, sg.ImageData):
         x = sg.LevelTransform(data.levels).dequantize(x, torch.Generator().manual_seed(0))
+    if built.stage is not None:  # a latent model draws latents (build() alone trains no autoencoder)
+        x = built.stage.autoencoder.to_latent(x).detach()
+        assert built.trainer.data.data.shape[1:] == x.shape[1:] == built.shape
     with torch.no_grad():
         assert built.model(x, torch.full((2,), 0.5)).shape == x.shape
     # The preset's training settings reached the objects built from them.
