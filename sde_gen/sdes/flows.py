@@ -38,17 +38,19 @@ class RectifiedFlow(GaussianPriorMixin, SDE):
     defaults (tests/sdes/test_flows.py checks it against the Monte Carlo KL of a mixture).
 
     Solvers given no grid use the ones measured best on this path (``recommended_schedules``;
-    the oracle table of docs/flows.md, per-component W2 over its floor on the 8 Gaussians at
-    10 / 20 / 50 evaluations): iPNDM and DDIM uniform in ``t`` (iPNDM 4.6 / 0.94 / 0.96, against
-    129 / 3.8 / 1.1 on its ``edm`` grid), UniPC and DPM-Solver++ on ``time_quadratic`` (UniPC
-    17 / 1.4 / 0.99 against 443 / 4.1 / 1.1 on ``log_snr``). The others keep their own defaults.
+    per-component W2 over its floor at 5 / 10 / 20 evaluations, docs/benchmarks_schedules.md and
+    docs/benchmarks_schedules_16d_tuned.md): iPNDM and DDIM uniform in ``t`` (iPNDM 4.6 / 0.94 at
+    10 / 20 on the 8 Gaussians), and since 2026-12-06 UniPC and DPM-Solver++ too (UniPC 22.4 / 2.04
+    / 1.17 on the 8 Gaussians and 2.56 / 1.23 / 1.02 on the 16-D mixture, against 63.1 / 13.9 / 1.40
+    and 20.8 / 2.99 / 1.12 on ``time_quadratic``; DPM-Solver++ 2M 51.8 / 56.8 / 9.5 and 8.37 / 3.42
+    / 1.26 against 671 / 104 / 12.3 and 41.1 / 8.09 / 1.93). The others keep their own defaults.
     """
 
     recommended_schedules = {
         "IPNDM": "time_uniform",
         "DDIM": "time_uniform",
-        "UniPC": "time_quadratic",
-        "DPMSolverPlusPlus": "time_quadratic",
+        "UniPC": "time_uniform",
+        "DPMSolverPlusPlus": "time_uniform",
     }
 
     def __init__(self, T: float = 0.999, prior_std: float = 1.0):
