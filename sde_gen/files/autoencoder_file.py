@@ -10,7 +10,6 @@ built on the ``meta`` device and compared with the file's header before any memo
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from pathlib import Path
@@ -22,8 +21,8 @@ from .._checks import ArgumentTypeError, ArgumentValueError, check_int
 from ..models.autoencoder import LinearAutoencoder
 from ..models.autoencoder_kl import AutoencoderKL
 from .checkpoint import CheckpointError
-from .limits import Header, build_on_meta, check_arguments, check_fits, read_header, short_repr
-from .model_file import MAX_METADATA, write_model_file
+from .limits import Header, build_on_meta, check_arguments, check_fits, short_repr
+from .model_file import read_recipe, write_model_file
 
 __all__ = ["save_autoencoder", "load_autoencoder", "AUTOENCODER_TARGETS", "AUTOENCODER_FORMAT"]
 
@@ -84,22 +83,7 @@ def save_autoencoder(path: str | os.PathLike, model, *, ema=None) -> Path:
 
 def _read_recipe(path: Path) -> tuple[Header, dict]:
     """The checked header of an autoencoder file and the recipe in its metadata."""
-    header = read_header(path)
-    text = header.metadata.get("sde_gen")
-    try:
-        if not isinstance(text, str) or len(text) > MAX_METADATA:
-            raise ValueError("no sde_gen recipe in its metadata")
-        recipe = json.loads(text)
-    except (ValueError, RecursionError) as e:
-        raise CheckpointError(
-            f"autoencoder file {path} cannot be read ({type(e).__name__}: {short_repr(str(e))}): it is "
-            "truncated, corrupt or not an autoencoder exported by sde_gen"
-        ) from e
-    if not isinstance(recipe, dict) or recipe.get("format") != AUTOENCODER_FORMAT:
-        raise CheckpointError(
-            f"autoencoder file {path} is not a sde_gen autoencoder file (format {AUTOENCODER_FORMAT})"
-        )
-    return header, recipe
+    return read_recipe(path, AUTOENCODER_FORMAT, "autoencoder")
 
 
 def load_autoencoder(

@@ -176,8 +176,9 @@ def read_model_metadata(path: str | os.PathLike) -> dict:
     return read_recipe(Path(path))[1]
 
 
-def read_recipe(path: Path) -> tuple[Header, dict]:
-    """The checked header of a model file and its recipe."""
+def read_recipe(path: Path, fmt: str = FORMAT, kind: str = "model") -> tuple[Header, dict]:
+    """The checked header of a ``kind`` file (``"model"``, ``"autoencoder"``) of format ``fmt`` and
+    its recipe."""
     header = read_header(path)
     text = header.metadata.get("sde_gen")
     try:
@@ -186,11 +187,11 @@ def read_recipe(path: Path) -> tuple[Header, dict]:
         recipe = json.loads(text)
     except (ValueError, RecursionError) as e:
         raise CheckpointError(
-            f"model file {path} cannot be read ({type(e).__name__}: {short_repr(str(e))}): it is truncated, "
-            "corrupt or not a model exported by sde_gen"
+            f"{kind} file {path} cannot be read ({type(e).__name__}: {short_repr(str(e))}): it is truncated, "
+            f"corrupt or not a{'n' * kind.startswith('a')} {kind} exported by sde_gen"
         ) from e
-    if not isinstance(recipe, dict) or recipe.get("format") != FORMAT:
-        raise CheckpointError(f"model file {path} is not a sde_gen model file (format {FORMAT})")
+    if not isinstance(recipe, dict) or recipe.get("format") != fmt:
+        raise CheckpointError(f"{kind} file {path} is not a sde_gen {kind} file (format {fmt})")
     return header, recipe
 
 

@@ -16,9 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._checks import ArgumentTypeError, ArgumentValueError, check_int
+from .._checks import ArgumentValueError, check_int
 from .autoencoder import Autoencoder
-from .unet import Downsample, Upsample, conv_layer, group_norm
+from .unet import Downsample, Upsample, check_channel_mult, conv_layer, group_norm
 
 __all__ = ["AutoencoderKL"]
 
@@ -82,20 +82,7 @@ class AutoencoderKL(Autoencoder):
         self.image_size = check_int("image_size", image_size, low=1)
         self.latent_channels = check_int("latent_channels", latent_channels, low=1)
         self.channels = check_int("channels", channels, low=1)
-        if isinstance(channel_mult, (str, bytes)) or not isinstance(channel_mult, Iterable):
-            raise ArgumentTypeError(
-                "channel_mult",
-                channel_mult,
-                f"channel_mult must be a sequence of positive ints, got {type(channel_mult).__name__}",
-            )
-        mult = tuple(channel_mult)
-        if not mult or any(isinstance(m, bool) or not isinstance(m, int) or m < 1 for m in mult):
-            raise ArgumentValueError(
-                "channel_mult",
-                channel_mult,
-                f"channel_mult must be a non-empty sequence of positive ints, got {channel_mult!r}",
-            )
-        self.channel_mult = mult
+        self.channel_mult = mult = check_channel_mult(channel_mult)
         self.factor = 2 ** (len(mult) - 1)
         if image_size % self.factor:
             raise ArgumentValueError(

@@ -149,6 +149,22 @@ def time_mlp(kind: str, nf: int, emb_dim: int) -> nn.Sequential:
     return nn.Sequential(embedding, linear_layer(nf, emb_dim), nn.SiLU(), linear_layer(emb_dim, emb_dim))
 
 
+def check_channel_mult(channel_mult) -> tuple[int, ...]:
+    """``channel_mult`` as a tuple of positive ints (one per resolution), or a refusal naming it."""
+    mult = (
+        tuple(channel_mult)
+        if isinstance(channel_mult, Iterable) and not isinstance(channel_mult, str)
+        else None
+    )
+    if not mult or any(isinstance(m, bool) or not isinstance(m, int) or m < 1 for m in mult):
+        raise ArgumentValueError(
+            "channel_mult",
+            channel_mult,
+            f"channel_mult must be a non-empty sequence of positive ints, got {channel_mult!r}",
+        )
+    return mult
+
+
 def set_encoder_args(net, image_size, channels, channel_mult, num_res_blocks, attn_resolutions, dropout):
     """Check the settings a U-Net and its encoder half share and set them on ``net``: ``image_size``,
     ``channels``, ``channel_mult``, ``num_res_blocks``, ``attn_resolutions``, ``dropout``."""
@@ -158,14 +174,7 @@ def set_encoder_args(net, image_size, channels, channel_mult, num_res_blocks, at
         raise ArgumentValueError(
             "channels", channels, f"channels must be even (it is the time embedding's size), got {channels}"
         )
-    mult = tuple(channel_mult) if isinstance(channel_mult, Iterable) else None
-    if not mult or any(isinstance(m, bool) or not isinstance(m, int) or m < 1 for m in mult):
-        raise ArgumentValueError(
-            "channel_mult",
-            channel_mult,
-            f"channel_mult must be a non-empty sequence of positive ints, got {channel_mult!r}",
-        )
-    net.channel_mult = mult
+    net.channel_mult = mult = check_channel_mult(channel_mult)
     levels = len(mult)
     if image_size % 2 ** (levels - 1):
         raise ArgumentValueError(
