@@ -347,18 +347,25 @@ def test_every_experiment_preset_composes_and_instantiates(experiment):
     x = data.test[:2]
     if isinstance(data, sg.ImageData):
         x = sg.LevelTransform(data.levels).dequantize(x, torch.Generator().manual_seed(0))
-    if built.stage is not None:  # a latent model draws latents (build() alone trains no autoencoder)
-        x = built.stage.autoencoder.to_latent(x).detach()
+    cond = {}
+    if getattr(built.stage, "autoencoder", None) is not None:  # a latent model draws latents
+        x = built.stage.autoencoder.to_latent(x).detach()  # (build() alone trains no autoencoder)
         assert built.trainer.data.data.shape[1:] == x.shape[1:] == built.shape
+    elif built.stage is not None:  # a cascade's super-resolution stage: given the pooled image
+        cond = {"low": sg.SuperResolution(built.stage.factor)(x), "low_noise": torch.full((2,), 0.1)}
     with torch.no_grad():
-        assert built.model(x, torch.full((2,), 0.5)).shape == x.shape
+        assert built.model(x, torch.full((2,), 0.5), **cond).shape == x.shape
     # The preset's training settings reached the objects built from them.
     trainer = built.trainer
     assert trainer.data.batch_size == cfg.train.batch_size and trainer.lr == cfg.train.lr
     assert trainer.ema.decay == cfg.train.ema_decay and trainer.checkpoints.every == cfg.train.ckpt_every
-    assert trainer.loss_fn.weighting.name == cfg.train.weighting and trainer.loss_fn.eps == cfg.train.eps
+    loss = trainer.loss_fn
+    if isinstance(loss, sg.SuperResolutionLoss):  # a cascade: the DSM loss conditioned on the pooled image
+        assert loss.factor == built.stage.factor and loss.max_noise == cfg.pipeline.max_noise
+        loss = loss.loss_fn
+    assert loss.weighting.name == cfg.train.weighting and loss.eps == cfg.train.eps
     assert built.model.parameterization == cfg.train.parameterization
-    sampler = type(trainer.loss_fn.time_sampler).__name__
+    sampler = type(loss.time_sampler).__name__
     uniform = "ImportanceSampler" if cfg.train.importance_sampling else "UniformTime"
     assert sampler == {**SAMPLER_CLASSES, "uniform": uniform}[cfg.train.time_sampler]
 
