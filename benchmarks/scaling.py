@@ -27,6 +27,7 @@ import argparse
 import datetime
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -148,6 +149,22 @@ def table(out_dir: Path) -> list[str]:
     return rows
 
 
+def pictures(out_dir: Path) -> list[str]:
+    """Each run's first 64 samples, copied into docs/img, side by side, with the command."""
+    shown = []
+    for d in sorted(out_dir.glob("*min")):
+        if (d / "samples.png").exists() and (d / "metrics.json").exists():
+            name = f"img/scaling_{d.name}.png"
+            shutil.copyfile(d / "samples.png", PAGE.parent / name)
+            shown.append(f"![{d.name}]({name})")
+    if not shown:
+        return []
+    order = ", ".join(sorted(d.name for d in out_dir.glob("*min") if (d / "samples.png").exists()))
+    return ["## Samples", "", *shown, "",
+            f"The first 64 samples of each run ({order}, left to right): "
+            "`python benchmarks/scaling.py --minutes 20` (then `--table-only`).", ""]  # fmt: skip
+
+
 def write_page(out_dir: Path, threads: int) -> None:
     head = [
         "# MNIST at equal wall time: pixel space, latent model, cascade",
@@ -169,6 +186,7 @@ def write_page(out_dir: Path, threads: int) -> None:
         "",
         f"Measured {datetime.date.today()} on {cpu_name()}, {threads} thread(s) per run.",
         "",
+        *pictures(out_dir),
     ]
     PAGE.write_text("\n".join(head))
     print(f"wrote {PAGE}")
