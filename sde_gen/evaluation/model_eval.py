@@ -87,14 +87,13 @@ def evaluate_model(
             start, k, num = time.perf_counter(), getattr(model, "num_classes", None), max(plan.num, scored)
             labels = None if k is None else plan.labels(k, num)
             kw = dict(seed=seed + 13, batch_size=batch_size, eps=plan.eps, device=device)
-            given = None if stage is None else stage.condition(num, **kw)
+            given, first_nfe = (None, 0) if stage is None else stage.condition(num, **kw)
             cond = {**({} if labels is None else {"y": labels}), **(given or {})}
             res = generate_samples(
                 sde, plan.score_fn(model, sde), num, shape, solver, seed=seed + 10,
                 batch_size=batch_size, eps=plan.eps, denoise=images, device=device, cond=cond or None,
             )  # fmt: skip
-            if given:  # a cascade: its first stage's evaluations too
-                res["nfe"] += stage.metrics.get("first_stage_nfe", 0)
+            res["nfe"] += first_nfe  # a cascade: its first stage's evaluations too
             if autoencoder is not None:
                 res["samples"] = torch.cat(
                     [autoencoder.from_latent(u.to(device)).cpu() for u in res["samples"].split(500)]

@@ -6,8 +6,8 @@ Rombach et al. 2022), and a cascade's low-resolution model (:class:`LowResolutio
 A stage offers ``shape(data)`` (what the run's score model draws), ``prepare(data, out_dir, ...)``
 (the stage itself, then the data the score model trains on, ``None`` for the images themselves),
 ``wrap_loss(loss)``, ``autoencoder`` (or ``None``), ``condition(n, ...)`` (what the score model's
-samples are drawn given, or ``None``), ``likelihood`` (whether the run's likelihood is defined) and
-``metrics``, the stage's figures."""
+samples are drawn given, or ``None``, and the score evaluations that took), ``likelihood``
+(whether the run's likelihood is defined) and ``metrics``, the stage's figures."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from ..data import ImageData, LevelTransform
 from ..files import Checkpoints, load_autoencoder, load_model, save_autoencoder, save_model
 from ..models.autoencoder import Autoencoder
 from ..models.score import ScoreModel
+from ..sampling.inverse.operators import SuperResolution
 from ..sampling.solvers.base import Solver
 from ..training import AutoencoderLoss, Batches, SuperResolutionLoss, Trainer, WarmupCosine
 from .drivers import generate_samples
@@ -77,9 +78,9 @@ class LatentStage:
         """The score model's loss as it is."""
         return loss
 
-    def condition(self, n: int, **kwargs) -> None:
+    def condition(self, n: int, **kwargs) -> tuple[None, int]:
         """Nothing: a latent model's samples are drawn unconditionally."""
-        return None
+        return None, 0
 
     def prepare(
         self, data: ImageData, out_dir: str | Path | None, *, seed: int = 0, device=None, **run
@@ -137,11 +138,6 @@ class LatentStage:
     ) -> torch.Tensor:
         x = levels.dequantize(k, torch.Generator().manual_seed(4 * seed + cls.STREAMS[what]))
         return x.to(device) if device is not None else x
-
-    def decode(self, u: torch.Tensor) -> torch.Tensor:
-        """Images in ``[-1, 1]`` (unclipped) from latents ``u``: the decoder's means."""
-        with torch.no_grad():
-            return torch.cat([self.autoencoder.from_latent(b) for b in u.split(500)])
 
 
 class LowResolutionStage:
@@ -210,8 +206,8 @@ class LowResolutionStage:
         themselves. ``out_dir=None`` builds the model and trains nothing."""
         if not isinstance(data, ImageData):
             raise ArgumentTypeError("data", data, f"a cascade needs an image set, got {type(data).__name__}")
-        pool, levels = SuperResolutionLoss(loss_fn, self.factor).low, LevelTransform(data.levels, -1.0, 1.0)
-        self.low_shape = tuple(pool(data.train[:1].float()).shape[1:])
+        pool, levels = SuperResolution(self.factor), LevelTransform(data.levels, -1.0, 1.0)
+        self.low_shape = tuple(pool.y_shape(tuple(data.train.shape[1:])))
         start = time.perf_counter()
         if out_dir is None:
             self.model = ScoreModel(self.net, sde, parameterization)
@@ -244,14 +240,13 @@ class LowResolutionStage:
         self.model = load_model(path, device=device).eval()
         return None, {"first_stage_seconds": time.perf_counter() - start}
 
-    def condition(self, n: int, *, seed: int, batch_size: int = 500, eps: float = 1e-3, device=None) -> dict:
-        """``{"low": x_low + s e, "low_noise": s}`` for ``n`` low-resolution samples drawn with
-        ``solver`` (seed ``seed``; ``e`` from ``seed + 1``), ``s`` = ``low_noise``; their NFE in
-        ``metrics["first_stage_nfe"]``."""
+    def condition(self, n: int, *, seed: int, batch_size: int = 500, eps: float = 1e-3, device=None):
+        """``({"low": x_low + s e, "low_noise": s}, nfe)`` for ``n`` low-resolution samples drawn with
+        ``solver`` (seed ``seed``; ``e`` from ``seed + 1``), ``s`` = ``low_noise``, and the score
+        evaluations they took."""
         res = generate_samples(self.model.sde, self.model, n, self.low_shape, self.solver, seed=seed,
                                batch_size=batch_size, eps=eps, denoise=True, device=device)  # fmt: skip
         low = res["samples"]
         e = torch.randn(low.shape, generator=torch.Generator().manual_seed(seed + 1), dtype=low.dtype)
-        self.metrics["first_stage_nfe"] = res["nfe"]
         s = torch.full((n,), self.low_noise, dtype=low.dtype)
-        return {"low": low + self.low_noise * e, "low_noise": s}
+        return {"low": low + self.low_noise * e, "low_noise": s}, res["nfe"]

@@ -82,15 +82,8 @@ class AutoencoderKL(Autoencoder):
         self.image_size = check_int("image_size", image_size, low=1)
         self.latent_channels = check_int("latent_channels", latent_channels, low=1)
         self.channels = check_int("channels", channels, low=1)
-        self.channel_mult = mult = check_channel_mult(channel_mult)
+        self.channel_mult = mult = check_channel_mult(channel_mult, self.image_size)
         self.factor = 2 ** (len(mult) - 1)
-        if image_size % self.factor:
-            raise ArgumentValueError(
-                "image_size",
-                image_size,
-                f"image_size must be divisible by the downsampling factor 2^(len(channel_mult) - 1) = "
-                f"{self.factor}, got image_size={image_size}",
-            )
         self.num_res_blocks = check_int("num_res_blocks", num_res_blocks, low=1)
         widths = [channels * m for m in mult]
 

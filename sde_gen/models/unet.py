@@ -149,8 +149,9 @@ def time_mlp(kind: str, nf: int, emb_dim: int) -> nn.Sequential:
     return nn.Sequential(embedding, linear_layer(nf, emb_dim), nn.SiLU(), linear_layer(emb_dim, emb_dim))
 
 
-def check_channel_mult(channel_mult) -> tuple[int, ...]:
-    """``channel_mult`` as a tuple of positive ints (one per resolution), or a refusal naming it."""
+def check_channel_mult(channel_mult, image_size: int) -> tuple[int, ...]:
+    """``channel_mult`` as a tuple of positive ints (one per resolution, each halving the side), or a
+    refusal naming it; ``image_size`` must be divisible by ``2^(len(channel_mult) - 1)``."""
     mult = (
         tuple(channel_mult)
         if isinstance(channel_mult, Iterable) and not isinstance(channel_mult, str)
@@ -161,6 +162,13 @@ def check_channel_mult(channel_mult) -> tuple[int, ...]:
             "channel_mult",
             channel_mult,
             f"channel_mult must be a non-empty sequence of positive ints, got {channel_mult!r}",
+        )
+    if image_size % 2 ** (len(mult) - 1):
+        raise ArgumentValueError(
+            "image_size",
+            image_size,
+            f"image_size must be divisible by 2^(len(channel_mult) - 1) = {2 ** (len(mult) - 1)} "
+            f"for {len(mult)} resolutions, got image_size={image_size}",
         )
     return mult
 
@@ -174,15 +182,8 @@ def set_encoder_args(net, image_size, channels, channel_mult, num_res_blocks, at
         raise ArgumentValueError(
             "channels", channels, f"channels must be even (it is the time embedding's size), got {channels}"
         )
-    net.channel_mult = mult = check_channel_mult(channel_mult)
+    net.channel_mult = mult = check_channel_mult(channel_mult, net.image_size)
     levels = len(mult)
-    if image_size % 2 ** (levels - 1):
-        raise ArgumentValueError(
-            "image_size",
-            image_size,
-            f"image_size must be divisible by 2^(len(channel_mult) - 1) = {2 ** (levels - 1)} "
-            f"for {levels} resolutions, got image_size={image_size}",
-        )
     net.num_res_blocks = check_int("num_res_blocks", num_res_blocks, low=1)
     resolutions = [image_size // 2**i for i in range(levels)]
     attn = tuple(attn_resolutions) if isinstance(attn_resolutions, Iterable) else None

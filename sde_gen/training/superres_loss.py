@@ -8,6 +8,7 @@ from collections.abc import Callable
 import torch
 
 from .._checks import ArgumentTypeError, ArgumentValueError, check_int, check_real, check_tensor
+from ..sampling.inverse.operators import SuperResolution
 
 __all__ = ["SuperResolutionLoss"]
 
@@ -29,6 +30,7 @@ class SuperResolutionLoss:
             )
         self.loss_fn = loss_fn
         self.factor = check_int("factor", factor, low=1)
+        self.operator = SuperResolution(self.factor)  # A: average pooling
         self.max_noise = check_real("max_noise", max_noise, low=0.0)
 
     def __repr__(self) -> str:
@@ -40,7 +42,7 @@ class SuperResolutionLoss:
         f, (h, w) = self.factor, x.shape[-2:]
         if h % f or w % f:
             raise ArgumentValueError("x", x, f"images of {h}x{w} cannot be pooled by factor={f}")
-        return x.reshape(*x.shape[:-2], h // f, f, w // f, f).mean(dim=(-3, -1))
+        return self.operator(x)
 
     def __call__(self, model, x: torch.Tensor, *, generator: torch.Generator | None = None, **cond):
         y = self.low(x)

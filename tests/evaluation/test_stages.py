@@ -83,6 +83,6 @@ def test_a_killed_low_resolution_stage_resumes_exactly(tmp_path):
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
     assert a.recipe["data"]["shape"] == [1, 4, 4] and "first_stage_seconds" in figs
     # What the super-resolution stage is given: the pooled samples plus the augmentation.
-    cond = stage.condition(5, seed=3)
+    cond, nfe = stage.condition(5, seed=3)
     assert cond["low"].shape == (5, 1, 4, 4) and torch.equal(cond["low_noise"], torch.full((5,), 0.2))
-    assert stage.metrics["first_stage_nfe"] == 3 + 1  # DDIM(3) and the denoising step
+    assert nfe == 3 + 1  # DDIM(3) and the denoising step
