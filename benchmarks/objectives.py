@@ -10,7 +10,8 @@ one run per (row, data set, steps, seed) as a subprocess, each in its own run di
   gmm8), scored by the KL gap in nats on 1,000 test points (exact divergence);
 - ``--check``: the issue's ``python experiments/run.py data=gmm8 model=mlp
   train.parameterization=P`` as written (the preset's steps and weighting) for P in noise, data,
-  v, edm, flow.
+  v, edm, flow; ``--recipes``: the same command with each objective of ``RECIPES`` for P in data,
+  v, flow, edm.
 
 Every row sets the parameterisation, the weighting, the time sampler and the importance sampling
 itself, so no preset's objective leaks into it (the default preset, digits_quick, trains with
@@ -23,6 +24,7 @@ kept.
 
     .venv/bin/python benchmarks/objectives.py --data gmm8                  # 8 rows x 2,000, 5,000 steps
     .venv/bin/python benchmarks/objectives.py --data gmm8 --check          # the issue's command as written
+    .venv/bin/python benchmarks/objectives.py --data gmm8 --recipes        # ... with other objectives
     .venv/bin/python benchmarks/objectives.py --data digits --rows noise+std2,edm --seeds 0,1,2 --resume
     .venv/bin/python benchmarks/objectives.py --table-only                 # rebuild the page only
     .venv/bin/python benchmarks/objectives.py --data gmm8 --quick          # smoke run, page elsewhere
@@ -86,6 +88,12 @@ ROWS = {
     ]
 }
 CHECK_PARAMS = ("noise", "data", "v", "edm", "flow")
+# --recipes: the command as written with another objective; a run's row is "P+RECIPE".
+RECIPES = {
+    "std2+uniform": ("train.weighting=std2", "train.time_sampler=uniform"),
+    "edm+uniform": ("train.weighting=edm", "train.time_sampler=uniform"),
+}
+RECIPE_PARAMS = ("data", "v", "flow", "edm")
 
 # What each data set's runs add to the row; {steps} is filled in.
 DATA = {
@@ -118,7 +126,8 @@ def machine() -> str:
 class Job:
     """One run: a row (or a check of the command as written) on a data set at a number of steps."""
 
-    kind: str  # "digits", "gmm8" or "check" (gmm8, the issue's command as written)
+    kind: str  # "digits", "gmm8", "check" (gmm8, the issue's command as written) or "recipe" (check's
+    # command with another objective, RECIPES)
     row: str
     steps: int | None  # None: the preset's
     seed: int
@@ -126,16 +135,18 @@ class Job:
 
     @property
     def data(self) -> str:
-        return "gmm8" if self.kind == "check" else self.kind
+        return "gmm8" if self.kind in ("check", "recipe") else self.kind
 
     def run_dir(self, out: Path) -> Path:
         steps = "preset" if self.steps is None else f"steps{self.steps}"
         return out / ("quick" if self.quick else "") / self.kind / slug(self.row) / steps / f"seed{self.seed}"
 
     def overrides(self, threads: int) -> list[str]:
-        if self.kind == "check":
-            own = ["data=gmm8", "model=mlp"] + [f"train.parameterization={self.row}"] * (self.row != "noise")
+        if self.kind in ("check", "recipe"):
+            param, _, recipe = self.row.partition("+")
+            own = ["data=gmm8", "model=mlp"] + [f"train.parameterization={param}"] * (param != "noise")
             own += list(DATA["gmm8"][2:])  # the KL gap measured on more test points, exactly
+            own += list(RECIPES[recipe]) if recipe else []
         else:
             own = [*DATA[self.kind], *ROWS[self.row].overrides]
         if self.steps is not None:
@@ -327,7 +338,7 @@ def gmm8_section(records: list[dict], order: list[str]) -> list[str]:
 
 def check_section(records: list[dict]) -> list[str]:
     groups = _groups(records, "check", list(CHECK_PARAMS))
-    cmd = "python benchmarks/objectives.py --data gmm8 --check --seeds 0 --threads 1"
+    cmd = "python benchmarks/objectives.py --data gmm8 --check --seeds 0,1,2 --threads 1"
     lines = ["## 8 Gaussians: the issue's command as written", ""]
     lines += [
         "`python experiments/run.py data=gmm8 model=mlp train.parameterization=P` with nothing else "
@@ -351,6 +362,38 @@ def check_section(records: list[dict]) -> list[str]:
             f"{_fmt(rs, 'test_nll_nats', 3)} | {_minutes(rs)} |"
         )
     return lines + ["", *_provenance([r for _, _, rs in groups for r in rs]), "", "```bash", cmd, "```", ""]
+
+
+def recipe_section(records: list[dict]) -> list[str]:
+    """The command as written (the default objective) against the same command with each recipe's
+    objective: the KL gap per parameterisation, mean ± standard error over seeds."""
+    cells = {}
+    for r in records:
+        if r["kind"] == "check" or r["kind"] == "recipe":
+            param, _, recipe = r["row"].partition("+")
+            cells.setdefault((param, recipe), []).append(r)
+    if not any(recipe for _, recipe in cells):
+        return []
+    cmd = "python benchmarks/objectives.py --data gmm8 --recipes --seeds 0,1,2 --threads 1"
+    heads = ["the default objective (EDM's weighting, log-normal)", *RECIPES]
+    lines = ["## 8 Gaussians: each parameterisation under other objectives", ""]
+    lines += [
+        "The issue's command, `python experiments/run.py data=gmm8 model=mlp train.parameterization=P`, "
+        "as written (first column, the check above) and with the objective changed by "
+        "`train.weighting=W train.time_sampler=S` (the other columns, named W+S): the KL gap in nats at "
+        "the preset's 1,000 steps, mean ± standard error over the seeds in brackets.",
+        "",
+        "| P | " + " | ".join(heads) + " |",
+        "|---|" + "---:|" * len(heads),
+    ]
+    for param in RECIPE_PARAMS:
+        row = []
+        for recipe in ["", *RECIPES]:
+            rs = sorted(cells.get((param, recipe), []), key=lambda r: r["seed"])
+            row.append(f"{_fmt(rs, 'kl_gap_nats', 3)} ({_seeds(rs)})" if rs else "-")
+        lines.append(f"| {param} | " + " | ".join(row) + " |")
+    rs = [r for v in cells.values() for r in v]
+    return lines + ["", *_provenance(rs), "", "```bash", cmd, "```", ""]
 
 
 def rows_section() -> list[str]:
@@ -409,6 +452,28 @@ def weight_section() -> list[str]:
         w = w / w.sum()
         shares = [float(w[(grid >= a) & ((grid < b) | (b == hi))].sum()) for a, b in pairwise(edges)]
         lines.append(f"| {', '.join(names)} | " + " | ".join(f"{x:.2f}" for x in shares) + " |")
+    lines += [
+        "",
+        "The same objective weighs each network's output differently: the share of "
+        "`effective_weighting(l, parameterization=P)`, the weight of the squared error of P's network "
+        "output (W(l) over P's unit, `sg.Parameterization.unit`), in the same bands, under the "
+        "default objective (EDM's weighting, log-normal noise levels) and under `std2` with uniform "
+        "times. EDM's network sees its weight mostly at log-SNR 0 to 8; an x_0 network's goes to the "
+        "lowest noise levels under either objective.",
+        "",
+        "| objective | P | " + " | ".join(heads) + " |",
+        "|---|---|" + "---:|" * len(heads),
+    ]
+    for label, weighting, sampler in (
+        ("edm, log_normal", "edm", "log_normal"),
+        ("std2, uniform", "std2", None),
+    ):
+        loss = sg.DSMLoss(sde, weighting, time_sampler=sampler)
+        for param in ("edm", "noise", "v", "data", "flow"):
+            w = loss.effective_weighting(grid, parameterization=param)
+            w = w / w.sum()
+            shares = [float(w[(grid >= a) & ((grid < b) | (b == hi))].sum()) for a, b in pairwise(edges)]
+            lines.append(f"| {label} | {param} | " + " | ".join(f"{x:.2f}" for x in shares) + " |")
     return lines + [""]
 
 
@@ -417,7 +482,7 @@ def write_page(page: Path, records: list[dict]) -> None:
     lines = ["# Training objectives: parameterisation, weighting, noise levels", ""]
     lines += keep_interpretation(page)
     lines += rows_section() + weight_section() + digits_section(records, order) + gmm8_section(records, order)
-    lines += check_section(records)
+    lines += check_section(records) + recipe_section(records)
     lines += [
         "Made by `benchmarks/objectives.py` (benchmarks/README.md); its run directories are under "
         "`outputs/objectives/` unless `--out` says otherwise. The runs behind the tables are recorded "
@@ -448,6 +513,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1, help="run.py's threads= (torch.set_num_threads)")
     check = "gmm8: the issue's command as written, train.parameterization=P, the preset's steps"
     p.add_argument("--check", action="store_true", help=check)
+    recipes = f"gmm8: --check's command with each objective of {', '.join(RECIPES)}, for {RECIPE_PARAMS}"
+    p.add_argument("--recipes", action="store_true", help=recipes)
     p.add_argument("--quick", action="store_true", help=f"smoke run: {QUICK_STEPS} steps, tiny evaluation")
     p.add_argument("--resume", action="store_true", help="keep finished runs, continue stopped ones")
     p.add_argument("--table-only", action="store_true", help="rebuild the page from the runs present")
@@ -463,8 +530,8 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"unknown rows {unknown}; the rows are {', '.join(ROWS)}")
     if not args.table_only and args.data is None:
         p.error("--data gmm8|digits is needed (or --table-only)")
-    if args.check and args.data != "gmm8":
-        p.error("--check is the gmm8 command as written: --data gmm8")
+    if (args.check or args.recipes) and args.data != "gmm8":
+        p.error("--check and --recipes are the gmm8 command as written: --data gmm8")
 
     failed = 0
     if not args.table_only:
@@ -472,6 +539,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.check:
             jobs = [Job("check", p_, QUICK_STEPS if args.quick else None, s, args.quick)
                     for p_ in CHECK_PARAMS for s in seeds]  # fmt: skip
+        elif args.recipes:
+            jobs = [Job("recipe", f"{p_}+{r}", QUICK_STEPS if args.quick else None, s, args.quick)
+                    for r in RECIPES for p_ in RECIPE_PARAMS for s in seeds]  # fmt: skip
         else:
             steps = [QUICK_STEPS] if args.quick else _ints(args.steps)
             jobs = [Job(args.data, r, n, s, args.quick) for n in steps for r in rows for s in seeds]

@@ -46,6 +46,7 @@ from .._checks import (
     check_tensor,
 )
 from .._utils import batch_broadcast, batch_sum
+from ..models.parameterizations import parameterization as make_parameterization
 from ..sdes.base import check_sde
 from .couplings import COUPLINGS, ot_permutation
 from .noise_levels import ImportanceSampler, UniformTime
@@ -282,13 +283,19 @@ class DSMLoss:
             loss = self._weight(self.sde, t, std) * loss
         return loss if w is None else loss * w
 
-    def effective_weighting(self, log_snr) -> torch.Tensor:
+    def effective_weighting(self, log_snr, parameterization=None) -> torch.Tensor:
         """``W(l)`` over the log-SNR ``l = -2 log sigma_hat``: the loss's mean is ``integral W(l)
         E[||eps_theta - z||^2 / 2 | l] dl``, so ``W`` is what an objective weighs each noise level
         by, the sampling density included (Kingma & Gao 2023's ``w(lambda)``; the ELBO's is flat).
         ``W = w(t) p(t) / (-dl/dt)`` with ``-dl/dt = g^2 / std^2``, ``p`` the sampler's density, or
         ``1 / (T - eps)`` for a sampler whose weights keep the objective of uniform times. 0 outside
-        ``[eps, T]``; float64, shaped like ``log_snr``."""
+        ``[eps, T]``; float64, shaped like ``log_snr``.
+
+        With ``parameterization`` (a name or a :class:`~sde_gen.Parameterization`), the same
+        objective in that network's own units: ``W(l) / unit(l)``, the weight of the squared error of
+        the network's output at each level (:meth:`~sde_gen.Parameterization.unit`). The objective
+        is the same for every parameterisation; how its weight falls on the network's output is
+        not (EDM's weighting is flat in EDM's own units, ``1 / sigma^2`` in x_0-prediction's)."""
         lam = torch.as_tensor(log_snr, dtype=torch.float64)
         flat = lam.reshape(-1)
         lo, hi = (
@@ -307,7 +314,11 @@ class DSMLoss:
         else:
             raise TypeError(f"effective_weighting needs the time sampler's density(t); {sampler!r} has none")
         dl_dt = self.sde.diffusion(t) ** 2 / std**2
-        return torch.where(inside, w * p / dl_dt, torch.zeros_like(t)).reshape(lam.shape)
+        W = w * p / dl_dt
+        if parameterization is not None:
+            unit = make_parameterization(parameterization).unit(t, self.sde, torch.zeros_like(std))
+            W = W / unit.reshape(-1)
+        return torch.where(inside, W, torch.zeros_like(t)).reshape(lam.shape)
 
     def _drop_labels(self, cond: dict, drop: torch.Tensor | None, batch: int) -> dict:
         """``cond`` with ``y`` set to ``null_label`` where ``drop``."""

@@ -219,3 +219,32 @@ def test_bad_weightings_and_samplers_are_refused_by_name(call, name):
     with pytest.raises((ValueError, TypeError)) as e:
         call()
     assert e.value.name == name
+
+
+def test_effective_weighting_in_a_networks_units():
+    # EDM's weighting is 1 / c_out^2 on the data error, so in EDM's own units every level weighs 1
+    # and W is the log-normal sampler's density of l = -2 log sigma: N(-2 p_mean, (2 p_std)^2),
+    # truncated (a constant factor). In x_0-prediction's units the same objective is W / sigma^2, in
+    # v's W / (1 + sigma^2), in the probability-flow velocity's W 4 std^2 / g^4, in noise units W.
+    sde, eps = sg.VPSDE(), 1e-3
+    loss_fn = sg.DSMLoss(sde, "edm", time_sampler="log_normal", eps=eps)
+    lo, hi = (float(-2 * math.log(s)) for s in sde.sigma_hat(torch.tensor([sde.T, eps], dtype=DT)))
+    lam = torch.linspace(lo + 0.01, hi - 0.01, 501, dtype=DT)
+    pdf = torch.exp(-0.5 * ((lam + 2 * -1.2) / (2 * 1.2)) ** 2)
+    ratio = loss_fn.effective_weighting(lam, parameterization="edm") / pdf
+    assert torch.allclose(ratio, ratio[0].expand_as(ratio), rtol=1e-9)
+
+    W = loss_fn.effective_weighting(lam)
+    sigma = torch.exp(-lam / 2)
+    t = sde.t_from_sigma_hat(sigma)
+    std = sde.marginal(torch.zeros(len(t), 1, dtype=DT), t)[1]
+    expected = {
+        "noise": W,
+        "score": W,
+        "data": W / sigma**2,
+        "v": W / (1 + sigma**2),
+        "flow": W * 4 * std**2 / sde.diffusion(t) ** 4,
+    }
+    for name, want in expected.items():
+        got = loss_fn.effective_weighting(lam, parameterization=sg.parameterization(name))
+        assert torch.allclose(got, want, rtol=1e-8), name
