@@ -5,8 +5,9 @@ Rombach et al. 2022), and a cascade's low-resolution model (:class:`LowResolutio
 
 A stage offers ``shape(data)`` (what the run's score model draws), ``prepare(data, out_dir, ...)``
 (the stage itself, then the data the score model trains on, ``None`` for the images themselves),
-``wrap_loss(loss)``, ``autoencoder`` (or ``None``), ``condition(n, ...)`` (what the score model's
-samples are drawn given, or ``None``, and the score evaluations that took), ``likelihood``
+``transform`` (``transform(batch, generator)`` turning a batch of those data into training inputs,
+or ``None``), ``wrap_loss(loss)``, ``autoencoder`` (or ``None``), ``condition(n, ...)`` (what the
+score model's samples are drawn given, or ``None``, and the score evaluations that took), ``likelihood``
 (whether the run's likelihood is defined) and ``metrics``, the stage's figures."""
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 import torch
 
 from .. import distributed as dist_utils
-from .._checks import ArgumentTypeError, check_int, check_real
+from .._checks import ArgumentTypeError, check_choice, check_int, check_real
 from ..data import ImageData, LevelTransform
 from ..files import Checkpoints, load_autoencoder, load_model, save_autoencoder, save_model
 from ..models.autoencoder import Autoencoder
@@ -54,6 +55,7 @@ class LatentStage:
         warmup: int = 100,
         kl_weight: float = 1e-6,
         ckpt_every: int = 500,
+        latents: str = "sample",
     ):
         if not isinstance(autoencoder, Autoencoder):
             raise ArgumentTypeError(
@@ -68,11 +70,25 @@ class LatentStage:
         self.warmup = check_int("warmup", warmup, low=0)
         self.loss = AutoencoderLoss(kl_weight)
         self.ckpt_every = check_int("ckpt_every", ckpt_every, low=1)
+        self.latents = check_choice("latents", latents, {"sample", "mean"})
         self.metrics: dict = {}  # prepare()'s figures
 
     def shape(self, data: ImageData) -> tuple[int, ...]:
         """The latents' shape: what the score model draws."""
         return tuple(self.autoencoder.latent_shape(tuple(data.train.shape[1:])))
+
+    @property
+    def transform(self):
+        """With ``latents="sample"``: ``transform(batch, generator)``, a fresh draw ``u = scale z``, ``z ~
+        q(z | x)``, for every example of every batch (Rombach et al. 2022 draw the posterior at every
+        step); ``prepare`` returns the scaled posterior means and standard deviations stacked on dim 1.
+        With ``"mean"``: ``None`` (the score model trains on the scaled means themselves)."""
+        return self._draw if self.latents == "sample" else None
+
+    @staticmethod
+    def _draw(batch: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        mean, std = batch.unbind(1)
+        return mean + std * torch.randn(mean.shape, generator=generator, dtype=mean.dtype, device=mean.device)
 
     def wrap_loss(self, loss):
         """The score model's loss as it is."""
@@ -86,8 +102,9 @@ class LatentStage:
         self, data: ImageData, out_dir: str | Path | None, *, seed: int = 0, device=None, **run
     ) -> tuple[torch.Tensor, dict]:
         """Train the autoencoder on ``data.train`` (dequantized to ``[-1, 1]``) or read it from
-        ``out_dir``, fit its latent scale, and return the latents of the training images (the
-        encoder's means times the scale, of one dequantization drawn from ``seed``) and the stage's
+        ``out_dir``, fit its latent scale, and return the latents of the training images (of one
+        dequantization drawn from ``seed``: the encoder's means times the scale, with the posterior's
+        standard deviations times the scale stacked on dim 1 when ``latents="sample"``) and the stage's
         figures: ``autoencoder_seconds``, ``autoencoder_test_mse`` (reconstruction of the test
         images), ``latent_scale``. ``out_dir=None`` (objects built, no job) trains nothing and returns
         zeros of the latents' shape."""
@@ -96,7 +113,7 @@ class LatentStage:
                 "data", data, f"a latent model needs an image set, got {type(data).__name__}"
             )
         if out_dir is None:
-            return torch.zeros(len(data.train), *self.shape(data)), {}
+            return torch.zeros(len(data.train), *(2,) * (self.latents == "sample"), *self.shape(data)), {}
         out_dir, levels = Path(out_dir), LevelTransform(data.levels, -1.0, 1.0)
         path, start = out_dir / self.FILE, time.perf_counter()
         ae = self.autoencoder
@@ -126,7 +143,12 @@ class LatentStage:
                 ).mean()
             )
             train = self._dequantized(data.train, levels, seed, "latents", device)
-            latents = torch.cat([ae.to_latent(b) for b in train.split(500)]).cpu()
+            moments = [ae.encode(b) for b in train.split(500)]
+            scale = ae.scale.to(moments[0][0].dtype)
+            latents = torch.cat([scale * mean for mean, _ in moments]).cpu()
+            if self.latents == "sample":
+                std = torch.cat([scale * torch.exp(0.5 * logvar) for _, logvar in moments]).cpu()
+                latents = torch.stack([latents, std], 1)
         figures = {"autoencoder_seconds": time.perf_counter() - start, "autoencoder_test_mse": mse}
         return latents, figures | {"latent_scale": float(ae.scale)}
 
@@ -157,6 +179,7 @@ class LowResolutionStage:
     """
 
     FILE = "low_resolution.safetensors"
+    transform = None  # trains on the images themselves
     likelihood = False  # no density in the full space (docs/latent_and_cascades.md)
     autoencoder = None
 

@@ -60,7 +60,37 @@ def test_a_killed_autoencoder_stage_resumes_exactly_and_a_finished_one_is_read_b
     assert torch.equal(lat_c, lat_b) and fig_c["autoencoder_test_mse"] == fig_b["autoencoder_test_mse"]
     # Without a run directory nothing trains: zeros of the latents' shape, to build the objects.
     blank, figs = _latent_stage(6).prepare(data, None)
-    assert blank.shape == (len(data.train), 2, 4, 4) and not blank.any() and figs == {}
+    assert blank.shape == (len(data.train), 2, 2, 4, 4) and not blank.any() and figs == {}
+
+
+def test_a_latent_stage_draws_the_posterior_afresh_for_every_batch(tmp_path):
+    """``latents="sample"`` (the default): ``prepare`` gives the scaled posterior means (the very
+    latents of ``latents="mean"``, read back from the same file) and standard deviations, and the
+    stage's transform draws ``u = mean + std z`` anew each time: over 4,000 draws the mean and std
+    of each entry match the posterior's within their standard errors; the same generator state gives
+    the same draw; through Batches the same example gets a new draw in the next epoch."""
+    data = _digits()
+    stage = _latent_stage(2)
+    moments, _ = stage.prepare(data, tmp_path, seed=3)
+    means, _ = sg.LatentStage(stage.autoencoder, steps=2, latents="mean").prepare(data, tmp_path, seed=3)
+    assert sg.LatentStage(stage.autoencoder, latents="mean").transform is None
+    assert moments.shape == (len(data.train), 2, *means.shape[1:])
+    assert torch.equal(moments[:, 0], means) and bool((moments[:, 1] > 0).all())
+    mean, std = moments[:8, 0], moments[:8, 1]
+    draws = torch.stack([stage.transform(moments[:8], torch.Generator().manual_seed(i)) for i in range(4000)])
+    n = draws.shape[0]
+    assert bool(((draws.mean(0) - mean).abs() < 4.5 * std / n**0.5).all())
+    assert bool(((draws.std(0) / std - 1).abs() < 4.5 * (2 / n) ** 0.5).all())
+    g1, g2 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    assert torch.equal(stage.transform(moments[:8], g1), stage.transform(moments[:8], g2))
+    batches = sg.Batches(moments[:16], batch_size=16, transform=stage.transform, seed=0)
+    g = torch.Generator().manual_seed(0)
+    first, second = batches.next(generator=g), batches.next(generator=g)
+    assert first.shape == (16, *means.shape[1:])
+    # Each epoch holds the same 16 examples (in another order): the sums differ by posterior noise.
+    spread = (2 * moments[:16, 1].pow(2).sum(0)).sqrt()
+    diff = first.sum(0) - second.sum(0)
+    assert bool((diff.abs() < 5 * spread).all()) and bool((diff != 0).all())
 
 
 def test_a_killed_low_resolution_stage_resumes_exactly(tmp_path):

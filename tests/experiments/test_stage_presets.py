@@ -57,6 +57,16 @@ def test_mnist_latent_trains_both_stages_and_scores_decoded_samples(tmp_path):
     again = run_script.execute(cfg_of("experiment=mnist_latent", *SHORT, "mode=evaluate"), out_dir=tmp_path)
     assert again["fd"] == metrics["fd"] and again["autoencoder_test_mse"] == metrics["autoencoder_test_mse"]
     assert again["autoencoder_seconds"] < metrics["autoencoder_seconds"]
+    # The score model trains on a fresh posterior draw per example and batch (the preset's
+    # pipeline.latents=sample): the batches hold the scaled means and standard deviations, and the
+    # run's transform draws from them; pipeline.latents=mean trains on the means as they are.
+    built = run_script.build(cfg, out_dir=tmp_path)
+    assert built.trainer.data.data.shape[1:] == (2, 4, 7, 7) and built.trainer.data.transform is not None
+    means = run_script.build(
+        cfg_of("experiment=mnist_latent", *SHORT, "pipeline.latents=mean"), out_dir=tmp_path
+    )
+    assert torch.equal(means.trainer.data.data, built.trainer.data.data[:, 0])
+    assert means.trainer.data.transform is None
 
 
 CASCADE = [
