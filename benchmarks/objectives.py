@@ -426,6 +426,10 @@ def weight_section() -> list[str]:
     grid = torch.linspace(lo, hi, 20001, dtype=torch.float64)
     edges = [lo, *BANDS, hi]
     heads = [f"{a:.1f} to {b:.1f}" for a, b in pairwise(edges)]
+
+    def _shares(w):  # each band's share of the weight on the grid
+        return [float(w[(grid >= a) & ((grid < b) | (b == hi))].sum() / w.sum()) for a, b in pairwise(edges)]
+
     lines = ["## Where each objective puts its weight", ""]
     lines += [
         "The share of each objective's weight W(l) over the log-SNR l = -2 log sigma_hat "
@@ -448,9 +452,7 @@ def weight_section() -> list[str]:
             importance_sampling=importance == "true",
             time_sampler=None if sampler == "uniform" else sampler,
         )
-        w = loss.effective_weighting(grid)
-        w = w / w.sum()
-        shares = [float(w[(grid >= a) & ((grid < b) | (b == hi))].sum()) for a, b in pairwise(edges)]
+        shares = _shares(loss.effective_weighting(grid))
         lines.append(f"| {', '.join(names)} | " + " | ".join(f"{x:.2f}" for x in shares) + " |")
     lines += [
         "",
@@ -470,9 +472,7 @@ def weight_section() -> list[str]:
     ):
         loss = sg.DSMLoss(sde, weighting, time_sampler=sampler)
         for param in ("edm", "noise", "v", "data", "flow"):
-            w = loss.effective_weighting(grid, parameterization=param)
-            w = w / w.sum()
-            shares = [float(w[(grid >= a) & ((grid < b) | (b == hi))].sum()) for a, b in pairwise(edges)]
+            shares = _shares(loss.effective_weighting(grid, parameterization=param))
             lines.append(f"| {label} | {param} | " + " | ".join(f"{x:.2f}" for x in shares) + " |")
     return lines + [""]
 
