@@ -273,7 +273,8 @@ def _provenance(rs: list[dict]) -> list[str]:
     dates = sorted({r["date"] for r in rs})
     machines = sorted({r["machine"] for r in rs})
     return [
-        f"Measured {', '.join(dates)} on {'; '.join(machines)} (shared with other jobs), one run at a time."
+        f"Measured {', '.join(dates)} on {'; '.join(machines)}, the cores shared with other jobs and runs "
+        "(the hidden run records below give each run's `load`)."
     ]
 
 
