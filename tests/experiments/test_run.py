@@ -350,7 +350,8 @@ def test_every_experiment_preset_composes_and_instantiates(experiment):
     cond = {}
     if getattr(built.stage, "autoencoder", None) is not None:  # a latent model draws latents
         x = built.stage.autoencoder.to_latent(x).detach()  # (build() alone trains no autoencoder)
-        assert built.trainer.data.data.shape[1:] == x.shape[1:] == built.shape
+        # What the trainer feeds the model (a posterior draw of the stored moments) has its shape.
+        assert built.trainer.data.next().shape[1:] == x.shape[1:] == built.shape
     elif built.stage is not None:  # a cascade's super-resolution stage: given the pooled image
         cond = {"low": sg.SuperResolution(built.stage.factor)(x), "low_noise": torch.full((2,), 0.1)}
     with torch.no_grad():
