@@ -372,7 +372,7 @@ def recipe_section(records: list[dict]) -> list[str]:
     objective: the KL gap per parameterisation, mean ± standard error over seeds."""
     cells = {}
     for r in records:
-        if r["kind"] == "check" or r["kind"] == "recipe":
+        if r["kind"] in ("check", "recipe"):
             param, _, recipe = r["row"].partition("+")
             cells.setdefault((param, recipe), []).append(r)
     if not any(recipe for _, recipe in cells):
