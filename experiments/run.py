@@ -263,8 +263,8 @@ def build(cfg: DictConfig, out_dir: Path | None = None, device: torch.device | N
         model = sg.ScoreModel(net, sde, build_parameterization(cfg)).to(device)
         labels = _training_labels(cfg, data, model)
         images = isinstance(data, sg.ImageData) and latents is None  # images to dequantize
-        levels = sg.LevelTransform(data.levels, -1.0, 1.0) if images else None
-        transform = levels.dequantize if images else stage and stage.transform  # a latent stage's draw
+        dequantize = sg.LevelTransform(data.levels, -1.0, 1.0).dequantize if images else None
+        transform = dequantize or (stage and stage.transform)  # else a latent stage's draw, or none
         train, noise, loss = data.train if latents is None else latents, None, build_loss(cfg, sde)
         if cfg.train.reflow_from is not None:  # the pairs are continuous samples: no dequantization
             (train, noise), transform = _reflow_pairs(cfg, data, sde, labels, device), None

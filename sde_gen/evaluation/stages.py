@@ -113,7 +113,8 @@ class LatentStage:
                 "data", data, f"a latent model needs an image set, got {type(data).__name__}"
             )
         if out_dir is None:
-            return torch.zeros(len(data.train), *(2,) * (self.latents == "sample"), *self.shape(data)), {}
+            moments = (2,) if self.latents == "sample" else ()  # the means, and the stds stacked on dim 1
+            return torch.zeros(len(data.train), *moments, *self.shape(data)), {}
         out_dir, levels = Path(out_dir), LevelTransform(data.levels, -1.0, 1.0)
         path, start = out_dir / self.FILE, time.perf_counter()
         ae = self.autoencoder
