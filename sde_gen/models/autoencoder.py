@@ -44,11 +44,20 @@ class Autoencoder(nn.Module):
         """The shape of one latent for one sample of shape ``data_shape``."""
         raise NotImplementedError
 
-    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None):
+    def forward(
+        self, x: torch.Tensor, generator: torch.Generator | None = None, noise: torch.Tensor | None = None
+    ):
         """``(reconstruction, mean, logvar)``: ``x`` encoded, one latent drawn from ``q(z | x)``
-        (reparameterised, so gradients flow), decoded."""
+        (reparameterised, so gradients flow), decoded. ``noise`` ``(B, *latent_shape)``, standard
+        normal, is the draw's noise instead of one from ``generator``."""
         mean, logvar = self.encode(x)
-        z = mean + torch.exp(0.5 * logvar) * _normal_like(mean, generator)
+        if noise is not None and noise.shape != mean.shape:
+            raise ArgumentValueError(
+                "noise",
+                noise,
+                f"noise must be shaped like the latents {tuple(mean.shape)}, got {tuple(noise.shape)}",
+            )
+        z = mean + torch.exp(0.5 * logvar) * (_normal_like(mean, generator) if noise is None else noise)
         return self.decode(z), mean, logvar
 
     def to_latent(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -104,7 +104,7 @@ class Trainer:
                 f"batch_size={self.data.batch_size} is the global batch and must be a multiple of the "
                 f"number of processes ({self.world_size})"
             )
-        if self.world_size > 1 and not hasattr(loss_fn, "draw"):
+        if self.world_size > 1 and getattr(loss_fn, "draw", None) is None:
             raise ValueError(
                 "data-parallel training needs a loss with a draw(batch, generator) method, e.g. DSMLoss"
             )

