@@ -5,7 +5,8 @@ uses by default on the model's SDE and the grids ``sg.optimize_schedule`` tunes 
 (each method, a pilot of ``--pilot`` prior draws from seed 7, none of them the scored samples),
 scored like benchmarks/sample_quality.py: Fréchet distance, KID, precision and recall of 300
 samples in the digits classifier's features against the training images, ``--seeds`` sets per
-row. The tuning's cost (score evaluations of the pilot batch, seconds) is reported per row.
+row. The tuning's cost (score evaluations of the pilot batch, seconds) is reported per row;
+``--cost-only`` only tunes, and prints each tuning's cost and pilot error (``--pilot 256,128``).
 
     .venv/bin/python benchmarks/schedules_digits.py --model PATH/model.safetensors
 """
@@ -43,7 +44,8 @@ def main(argv=None) -> None:
     p.add_argument("--samplers", default="dpmpp,unipc", help=f"subset of {sorted(SAMPLERS)}")
     p.add_argument("--nfe", default="4,6,8,10", help="budgets, comma-separated")
     p.add_argument("--methods", default=",".join(sg.TUNING_METHODS), help="tuning methods, comma-separated")
-    p.add_argument("--pilot", type=int, default=256, help="pilot batch of the tuning")
+    p.add_argument("--pilot", default="256", help="pilot batch of the tuning (--cost-only: comma-separated)")
+    p.add_argument("--cost-only", action="store_true", help="only tune; print each tuning's cost")
     p.add_argument("--seeds", type=int, default=3, help="sample sets per row")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", default=str(ROOT / "docs" / "schedules_digits.md"))
@@ -52,6 +54,12 @@ def main(argv=None) -> None:
     model = sg.load_model(args.model).eval()
     data = sg.load_dataset("digits")
     n, shape = len(data.test), tuple(data.shape)
+    pilots = [int(b) for b in args.pilot.split(",")]
+    if args.cost_only:
+        return tuning_costs(args, model, shape, pilots)
+    if len(pilots) != 1:
+        p.error("--pilot takes one size unless --cost-only")
+    args.pilot = pilots[0]
     clf = M.DigitsClassifier(data)
     train_feats = clf(data.train)
 
@@ -72,11 +80,7 @@ def main(argv=None) -> None:
         for nfe in [int(b) for b in args.nfe.split(",")]:
             grids = {"default": (None, "-")}
             for method in [m for m in args.methods.split(",") if m]:
-                with torch.no_grad():
-                    res = sg.optimize_schedule(
-                        model.sde, model, make(steps=nfe), (args.pilot, *shape), method=method,
-                        generator=torch.Generator().manual_seed(7), return_result=True,
-                    )  # fmt: skip
+                res = _tune(model, make(steps=nfe), (args.pilot, *shape), method)
                 grids[f"tuned ({method})"] = (res.grid, f"{res.nfe} NFE, {res.seconds:.0f} s ({res.method})")
             for label, (grid, cost) in grids.items():
                 solver = make(steps=nfe) if grid is None else make(schedule=grid)
@@ -89,6 +93,33 @@ def main(argv=None) -> None:
                 print(lines[-1], flush=True)
                 write_page(args, argv, model, n, clf.accuracy, lines, started, time.perf_counter() - t_all)
     write_page(args, argv, model, n, clf.accuracy, lines, started, time.perf_counter() - t_all)
+
+
+def _tune(model, solver, pilot_shape, method):
+    with torch.no_grad():
+        return sg.optimize_schedule(
+            model.sde, model, solver, pilot_shape, method=method,
+            generator=torch.Generator().manual_seed(7), return_result=True,
+        )  # fmt: skip
+
+
+def tuning_costs(args, model, shape, pilots: list[int]) -> None:
+    """``--cost-only``: a markdown table of what each tuning costs (score evaluations of the pilot
+    batch, seconds) and its final error on the pilot against the solver's own grid."""
+    print(f"torch threads {torch.get_num_threads()}; model {args.model}")
+    print("| sampler | NFE | method | pilot | score evals | seconds | pilot error, tuned / own | kept |")
+    print("|---|---:|---|---:|---:|---:|---|---|")
+    for key in args.samplers.split(","):
+        name, make = SAMPLERS[key]
+        for nfe in [int(b) for b in args.nfe.split(",")]:
+            for method in [m for m in args.methods.split(",") if m]:
+                for pilot in pilots:
+                    r = _tune(model, make(steps=nfe), (pilot, *shape), method)
+                    print(
+                        f"| {name} | {nfe} | {method} | {pilot} | {r.nfe} | {r.seconds:.1f} | "
+                        f"{r.error:.3g} / {r.default_error:.3g} | {r.method} |",
+                        flush=True,
+                    )
 
 
 def write_page(args, argv, model, n: int, accuracy: float, lines: list[str], started, total: float) -> None:
