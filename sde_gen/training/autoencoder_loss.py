@@ -63,7 +63,8 @@ class AutoencoderDraws(NamedTuple):
 class AutoencoderLoss:
     """Per-example loss of an :class:`~sde_gen.Autoencoder`: ``AutoencoderLoss()(model, x) -> (B,)``,
     ``gaussian_nll(x, recon, model.log_sigma) + kl_weight * kl_divergence(mean, logvar)`` with
-    ``(recon, mean, logvar) = model(x, generator)`` (one reparameterised draw of ``q(z | x)``).
+    ``(recon, mean, logvar) = model(x, noise=...)`` (one reparameterised draw of ``q(z | x)``, its
+    noise from :meth:`draw`).
 
     With ``kl_weight = 1`` this is the negative ELBO, ``E_q[-log p(x | z)] + KL(q(z | x) || p(z))``
     (one draw for the expectation), whose expectation bounds ``-log p(x)`` from above, with equality
