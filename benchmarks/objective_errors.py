@@ -47,11 +47,6 @@ BANDS = (1e-5, 1e-3, 1e-2, 0.1, 0.3, 0.5, 0.7, 1.0)
 PAIRS = tuple(zip(BANDS, BANDS[1:], strict=False))  # [lo, hi) of each band
 
 
-def _velocity(sde, score, x, t):
-    g2 = sde.diffusion(t)[:, None] ** 2
-    return sde.drift(x, t) - 0.5 * g2 * score
-
-
 def _shares(sde, objective: str, n: int, generator) -> list[float]:
     sampler = sg.DSMLoss(sde, eps=1e-5, **OBJECTIVES[objective]).time_sampler
     t, _ = sampler.sample(n, generator=generator, dtype=torch.float64)
@@ -78,7 +73,7 @@ def main(argv=None) -> None:
                 continue
             model = sg.load_model(path).double()
             sde = model.sde
-            exact = mix.score_fn(sde)
+            ode, exact = sg.ProbabilityFlowODE(sde, model), sg.ProbabilityFlowODE(sde, mix.score_fn(sde))
             band_errs = []
             for lo, hi in PAIRS:
                 ts = torch.logspace(math.log10(lo), math.log10(hi), args.per_band)
@@ -87,7 +82,7 @@ def main(argv=None) -> None:
                     x = mix.sample_marginal(args.n, t, sde, generator=gen).double()
                     tt = torch.full((args.n,), t, dtype=torch.float64)
                     with torch.no_grad():
-                        dv = _velocity(sde, model(x, tt), x, tt) - _velocity(sde, exact(x, tt), x, tt)
+                        dv = ode.drift(x, tt) - exact.drift(x, tt)
                     e += float((dv**2).sum(1).mean()) / len(ts)
                 band_errs.append(e)
             kl = json.loads((path.parent / "metrics.json").read_text())["kl_gap_nats"]

@@ -58,11 +58,16 @@ class SuperResolutionLoss:
 
     def low(self, x: torch.Tensor) -> torch.Tensor:
         """``A x``: ``x`` average-pooled by ``factor`` over its last two dimensions."""
+        self._low_shape(x)
+        return self.operator(x)
+
+    def _low_shape(self, x: torch.Tensor) -> tuple[int, ...]:
+        """The shape of ``A x``, without pooling; refuses images that ``factor`` does not divide."""
         x = check_tensor("x", x)
         f, (h, w) = self.factor, x.shape[-2:]
         if h % f or w % f:
             raise ArgumentValueError("x", x, f"images of {h}x{w} cannot be pooled by factor={f}")
-        return self.operator(x)
+        return (*x.shape[:-2], h // f, w // f)
 
     @property
     def draw(self) -> Callable | None:
@@ -71,13 +76,15 @@ class SuperResolutionLoss:
         return self._draw if getattr(self.loss_fn, "draw", None) is not None else None
 
     def _draw(self, x: torch.Tensor, generator: torch.Generator | None = None, **paired):
-        return SuperResolutionDraws(*self._levels(x, generator), self.loss_fn.draw(x, generator, **paired))
+        levels = self._levels(x, self._low_shape(x), generator)
+        return SuperResolutionDraws(*levels, self.loss_fn.draw(x, generator, **paired))
 
-    def _levels(self, x: torch.Tensor, generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """``s`` ``(B,)`` and ``e`` (shaped like ``A x``) for the batch ``x``, in that order."""
+    def _levels(self, x: torch.Tensor, low_shape, generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """``s`` ``(B,)`` and ``e`` (shaped ``low_shape``, that of ``A x``) for the batch ``x``, in
+        that order."""
         like = dict(dtype=x.dtype, device=x.device)
         s = self.max_noise * torch.rand(x.shape[0], generator=generator, **like)
-        return s, torch.randn(self.low(x).shape, generator=generator, **like)
+        return s, torch.randn(low_shape, generator=generator, **like)
 
     def __call__(
         self,
@@ -92,7 +99,7 @@ class SuperResolutionLoss:
         (from :meth:`draw`) or ``generator`` give ``s``, ``e`` and the wrapped loss's draws."""
         y = self.low(x)
         if draws is None:
-            (s, e), inner = self._levels(x, generator), dict(generator=generator)
+            (s, e), inner = self._levels(x, y.shape, generator), dict(generator=generator)
         elif not isinstance(draws, SuperResolutionDraws) or draws.e.shape != y.shape:
             raise ArgumentValueError(
                 "draws",
