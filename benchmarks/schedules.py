@@ -10,6 +10,7 @@ draw (1,024 points, seed 7), so a tuned grid is not judged on the points it was 
     .venv/bin/python benchmarks/schedules.py                        # docs/benchmarks_schedules.md
     .venv/bin/python benchmarks/schedules.py --quick                # smoke run, page elsewhere
     .venv/bin/python benchmarks/schedules.py --sdes vp,ve --cache /tmp/sched   # part, resumable
+    .venv/bin/python benchmarks/schedules.py --draws 8          # the default grids over 8 prior draws
 """
 
 from __future__ import annotations
@@ -141,6 +142,43 @@ def unipc_final_table() -> list[str]:
     return lines
 
 
+def defaults_spread_table(draws: int) -> list[str]:
+    """The best of the three samplers on their default grids, on ``draws`` prior draws of the 8
+    Gaussians (n = 20,000 each, seeds 0, 1, ...), per SDE: mean ± standard error, least and most;
+    beside it the same figure for exact samples of p_eps, the spread a perfect sampler would show."""
+    mix, all_sdes = sg.gmm8(dtype=DTYPE), sdes()
+    lines = [
+        "| SDE | NFE | default grids: mean ± se | least | most | exact samples: mean ± se | least | most |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for sname, sde in all_sdes.items():
+        fig = ComponentW2(mix, sde, EPS, 20000, 200000, 5)
+        gen = torch.Generator().manual_seed(99)
+        exact = [
+            fig(mix.sample_marginal(20000, EPS, sde, generator=gen))[0] / fig.floor[0] for _ in range(draws)
+        ]
+        by_nfe: dict = {}
+        for seed, nfe in itertools.product(range(draws), (10, 20)):
+            x_T = sde.prior_sample(
+                (20000, mix.dim), generator=torch.Generator().manual_seed(seed), dtype=DTYPE
+            )
+            ratios = [
+                fig(sg.sample(sde, mix.score_fn(sde), x_T.shape, make(steps=nfe), eps=EPS, x_T=x_T))[0]
+                / fig.floor[0]
+                for make in SOLVERS.values()
+            ]
+            by_nfe.setdefault(nfe, []).append(min(ratios))
+        for nfe, vals in by_nfe.items():
+            lines.append(f"| {sname} | {nfe} | {_spread(vals)} | {_spread(exact)} |")
+            print(lines[-1], flush=True)
+    return lines
+
+
+def _spread(vals: list[float]) -> str:
+    t = torch.tensor(vals, dtype=DTYPE)
+    return f"{t.mean():.2f} ± {t.std() / len(vals) ** 0.5:.2f} | {t.min():.2f} | {t.max():.2f}"
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="smoke run: gmm8 on VP, 10 NFE, small sets")
@@ -154,10 +192,16 @@ def main(argv=None) -> None:
     p.add_argument("--out", default=None, help="the page (default docs/benchmarks_schedules.md)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--unipc-final", action="store_true", help="only print UniPC's lower_order_final table")
+    p.add_argument(
+        "--draws", type=int, default=0, help="only print the default grids' spread over this many draws"
+    )
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.unipc_final:
         print("\n".join(unipc_final_table()))
+        return
+    if args.draws:
+        print("\n".join(defaults_spread_table(args.draws)))
         return
     sizes = {"gmm8": (20000, 200000, 5), "16d": (2000, 20000, 5)}
     budgets = [int(b) for b in args.budgets.split(",")]
