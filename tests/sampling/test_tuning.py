@@ -169,7 +169,7 @@ def test_the_default_grids_hold_on_every_sde(sde_name):
     DPM-Solver++ 2M, UniPC and iPNDM lands within 3x the noise floor of 4,000 samples at 10
     evaluations and within 1.5x at 20, on every SDE (measured at most 1.37x at 20, on sub-VP and
     VE; docs/benchmarks_schedules.md has the figures at 20,000 samples, where sub-VP's best default
-    is 3.2x at 10 and every SDE's within 1.3x at 20)."""
+    is 3.23x at 10 on one draw and 2.86 ± 0.10 over eight, and every SDE's within 1.3x at 20)."""
     for nfe, within in ((10, 3.0), (20, 1.5)):
         best = min(_ratio(sde_name, make(steps=nfe)) for make in (sg.DPMSolverPlusPlus, sg.UniPC, sg.IPNDM))
         assert best < within, (nfe, best)
