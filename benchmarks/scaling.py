@@ -162,7 +162,23 @@ def pictures(out_dir: Path) -> list[str]:
     order = ", ".join(sorted(d.name for d in out_dir.glob("*min") if (d / "samples.png").exists()))
     return ["## Samples", "", *shown, "",
             f"The first 64 samples of each run ({order}, left to right): "
-            "`python benchmarks/scaling.py --minutes 20` (then `--table-only`).", ""]  # fmt: skip
+            "`python benchmarks/scaling.py --minutes M`, M the minutes in the name (then `--table-only`).",
+            ""]  # fmt: skip
+
+
+def measured_on(out_dir: Path) -> str:
+    """The day each budget's runs finished (their metrics files' dates), e.g. "2026-12-06 (20 min)"."""
+    days: dict = {}
+    for d in sorted(out_dir.glob("*min")):
+        if (d / "metrics.json").exists():
+            minutes = json.loads((d / "plan.json").read_text())["minutes"]
+            day = datetime.date.fromtimestamp((d / "metrics.json").stat().st_mtime)
+            days.setdefault(f"{minutes:g}", set()).add(str(day))
+    if not days:
+        return str(datetime.date.today())
+    return ", ".join(
+        f"{' and '.join(sorted(v))} ({m} min)" for m, v in sorted(days.items(), key=lambda kv: float(kv[0]))
+    )
 
 
 def write_page(out_dir: Path, threads: int) -> None:
@@ -184,7 +200,7 @@ def write_page(out_dir: Path, threads: int) -> None:
         "|---|---:|---|---:|---:|---:|---:|---:|---:|---|---:|",
         *table(out_dir),
         "",
-        f"Measured {datetime.date.today()} on {cpu_name()}, {threads} thread(s) per run.",
+        f"Measured {measured_on(out_dir)} on {cpu_name()}, {threads} thread(s) per run.",
         "",
         *pictures(out_dir),
     ]
