@@ -119,7 +119,13 @@ def launch(method: str, args, planned: tuple) -> subprocess.Popen | None:
            f"likelihood.n={args.likelihood_n}", f"threads={args.threads}",
            f"hydra.run.dir={out}"]  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
-    record = {"method": method, "minutes": args.minutes, "overrides": overrides, **timing}
+    record = {
+        "method": method,
+        "minutes": args.minutes,
+        "overrides": overrides,
+        "threads": args.threads,
+        **timing,
+    }
     (out / "plan.json").write_text(json.dumps(record, indent=2))
     print(f"{method}: {' '.join(overrides)} ({timing})", flush=True)
     log = open(out / "stdout.log", "w")  # noqa: SIM115 (the run's own log, open while it runs)
@@ -141,8 +147,10 @@ def table(out_dir: Path) -> list[str]:
         )
         per_image = m["sample_seconds"] / 500  # max(sample.num, metrics.num) samples in one draw
         fd, ref, train = m["fd"], m["fd_reference"], m["train_seconds"]
+        threads = p.get("threads", 1)
+        name = p["method"] + (f" ({threads} threads)" if threads != 1 else "")
         rows.append(
-            f"| {p['method']} | {p['minutes']:g} | {' '.join(p['overrides'])} | {first / 60:.1f} + "
+            f"| {name} | {p['minutes']:g} | {' '.join(p['overrides'])} | {first / 60:.1f} + "
             f"{train / 60:.1f} | {fd:.1f} | {ref:.1f} | {fd / ref:.2f} | {m['precision']:.2f} "
             f"| {m['recall']:.2f} | {bpd_text} | {1000 * per_image:.0f} |"
         )
@@ -181,7 +189,7 @@ def measured_on(out_dir: Path) -> str:
     )
 
 
-def write_page(out_dir: Path, threads: int) -> None:
+def write_page(out_dir: Path) -> None:
     head = [
         "# MNIST at equal wall time: pixel space, latent model, cascade",
         "",
@@ -200,7 +208,7 @@ def write_page(out_dir: Path, threads: int) -> None:
         "|---|---:|---|---:|---:|---:|---:|---:|---:|---|---:|",
         *table(out_dir),
         "",
-        f"Measured {measured_on(out_dir)} on {cpu_name()}, {threads} thread(s) per run.",
+        f"Measured {measured_on(out_dir)} on {cpu_name()}; one thread per run unless the method says.",
         "",
         *pictures(out_dir),
     ]
@@ -234,7 +242,7 @@ def main(argv=None) -> int:
                 running.append(proc)
         for r in running:
             r.wait()
-    write_page(Path(args.out), args.threads)
+    write_page(Path(args.out))
     return 0
 
 
