@@ -4,7 +4,7 @@ band by band in ``t``, beside the share of training draws each band gets.
 The KL gap that ``benchmarks/objectives.py`` reports is the test NLL of the probability-flow ODE
 minus the data's entropy; the ODE integrates the model's velocity ``f - g^2 score / 2``, so a
 velocity error anywhere in ``[eps, T]`` moves the end point and the log-density. This script loads
-model files trained by that benchmark (``--check`` and ``--recipes`` runs), draws ``--n`` points of
+model files trained by that benchmark (its ``--recipes`` runs), draws ``--n`` points of
 the exact marginal at each ``t`` of a grid (the 8 Gaussians under the model's SDE, from
 ``sde_gen.GaussianMixture``), and reports per band of ``t`` the mean squared velocity error
 ``E |v_theta(x_t, t) - v(x_t, t)|^2`` (float64, averaged over the grid's times in the band) and,
@@ -31,15 +31,15 @@ from sde_gen.data.toy import gmm8
 ROOT = Path(__file__).resolve().parents[1]
 # (label, run directory under outputs/objectives/ with {seed}, its objective as DSMLoss arguments)
 RUNS = (
-    ("edm, default objective", "check/edm/preset/seed{seed}", "default"),
-    ("v, default objective", "check/v/preset/seed{seed}", "default"),
-    ("flow, default objective", "check/flow/preset/seed{seed}", "default"),
-    ("data, default objective", "check/data/preset/seed{seed}", "default"),
+    ("edm, EDM's objective", "recipe/edm_edm_log_normal/preset/seed{seed}", "edm+log_normal"),
+    ("v, EDM's objective", "recipe/v_edm_log_normal/preset/seed{seed}", "edm+log_normal"),
+    ("flow, EDM's objective", "recipe/flow_edm_log_normal/preset/seed{seed}", "edm+log_normal"),
+    ("data, EDM's objective", "recipe/data_edm_log_normal/preset/seed{seed}", "edm+log_normal"),
     ("flow, std2 + uniform", "recipe/flow_std2_uniform/preset/seed{seed}", "std2+uniform"),
     ("data, edm + uniform", "recipe/data_edm_uniform/preset/seed{seed}", "edm+uniform"),
 )
 OBJECTIVES = {
-    "default": dict(weighting="edm", time_sampler="log_normal"),
+    "edm+log_normal": dict(weighting="edm", time_sampler="log_normal"),
     "std2+uniform": dict(weighting="std2", time_sampler="uniform"),
     "edm+uniform": dict(weighting="edm", time_sampler="uniform"),
 }
@@ -92,7 +92,7 @@ def main(argv=None) -> None:
             kl = sum(e[1] for e in errs) / len(errs)
             rows.append((label, objective, mean, kl, len(errs)))
     if sde is None:
-        raise SystemExit(f"no model files under {args.out}: run objectives.py --data gmm8 --check first")
+        raise SystemExit(f"no model files under {args.out}: run objectives.py --data gmm8 --recipes first")
     heads = [f"[{lo:g}, {hi:g})" for lo, hi in PAIRS]
     print("| model | runs | KL gap (nats) | " + " | ".join(heads) + " |")
     print("|---|---:|---:|" + "---:|" * len(heads))

@@ -9,8 +9,9 @@ one run per (row, data set, steps, seed) as a subprocess, each in its own run di
 - the 8 Gaussians (``data=gmm8 model=mlp``, the issue's command: the default preset's settings on
   gmm8), scored by the KL gap in nats on 1,000 test points (exact divergence);
 - ``--check``: the issue's ``python experiments/run.py data=gmm8 model=mlp
-  train.parameterization=P`` as written (the preset's steps and weighting) for P in noise, data,
-  v, edm, flow; ``--recipes``: the same command with each objective of ``RECIPES`` for P in data,
+  train.parameterization=P`` as written (the preset's steps; each P's own objective, ``auto``,
+  sg.objective_for) for P in noise, data, v, edm, flow, and without the key (``default``);
+  ``--recipes``: the same command with each objective of ``RECIPES`` named, for P in noise, data,
   v, flow, edm.
 
 Every row sets the parameterisation, the weighting, the time sampler and the importance sampling
@@ -54,6 +55,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from solvers import cpu_name, keep_interpretation, marked_block  # noqa: E402
 
+import sde_gen as sg  # noqa: E402
+
 DATA_OPEN, DATA_CLOSE = "<!-- objectives-runs", "objectives-runs -->"
 
 
@@ -87,13 +90,14 @@ ROWS = {
         _row("likelihood+IS", "noise", "likelihood", IS, importance=True),
     ]
 }
-CHECK_PARAMS = ("noise", "data", "v", "edm", "flow")
-# --recipes: the command as written with another objective; a run's row is "P+RECIPE".
+CHECK_PARAMS = ("default", "noise", "data", "v", "edm", "flow")  # default: no train.parameterization
+# --recipes: the command as written with the objective named; a run's row is "P+RECIPE".
 RECIPES = {
+    "edm+log_normal": ("train.weighting=edm", "train.time_sampler=log_normal"),
     "std2+uniform": ("train.weighting=std2", "train.time_sampler=uniform"),
     "edm+uniform": ("train.weighting=edm", "train.time_sampler=uniform"),
 }
-RECIPE_PARAMS = ("data", "v", "flow", "edm")
+RECIPE_PARAMS = ("noise", "data", "v", "flow", "edm")
 
 # What each data set's runs add to the row; {steps} is filled in.
 DATA = {
@@ -144,7 +148,7 @@ class Job:
     def overrides(self, threads: int) -> list[str]:
         if self.kind in ("check", "recipe"):
             param, _, recipe = self.row.partition("+")
-            own = ["data=gmm8", "model=mlp"] + [f"train.parameterization={param}"] * (param != "noise")
+            own = ["data=gmm8", "model=mlp"] + [f"train.parameterization={param}"] * (param != "default")
             own += list(DATA["gmm8"][2:])  # the KL gap measured on more test points, exactly
             own += list(RECIPES[recipe]) if recipe else []
         else:
@@ -345,28 +349,33 @@ def gmm8_section(records: list[dict], order: list[str]) -> list[str]:
     return lines + ["", *_provenance([r for _, _, rs in groups for r in rs]), "", "```bash", cmd, "```", ""]
 
 
+def _own(param: str) -> str:
+    """The objective ``auto`` gives ``param`` (``default``: the preset's parameterisation, edm), as W+S."""
+    return "+".join(sg.objective_for("edm" if param == "default" else param))
+
+
 def check_section(records: list[dict]) -> list[str]:
     groups = _groups(records, "check", list(CHECK_PARAMS))
     cmd = "python benchmarks/objectives.py --data gmm8 --check --seeds 0,1,2 --threads 1"
     lines = ["## 8 Gaussians: the issue's command as written", ""]
     lines += [
         "`python experiments/run.py data=gmm8 model=mlp train.parameterization=P` with nothing else "
-        "changed: the default preset's 1,000 steps and its objective (EDM's weighting and log-normal "
-        "noise levels since the default moved to EDM's objective; likelihood weighting with importance "
-        "sampling before); only the evaluation is widened (`likelihood.divergence=exact "
-        "likelihood.n=1000`, which does not change the trained model). The row `(default)` is the "
-        "command without the key: the preset's own parameterisation, EDM's, so it equals `edm`.",
+        "changed: the default preset's 1,000 steps and P's own objective (`train.weighting=auto "
+        "train.time_sampler=auto`, the default since 2026-12-07: `sg.objective_for`, chosen from the next "
+        "table); only the evaluation is widened (`likelihood.divergence=exact likelihood.n=1000`, which "
+        "does not change the trained model). The row `(default)` is the command without the key: the "
+        "preset's own parameterisation, EDM's, so it equals `edm`.",
         "",
     ]
     if not groups:
         return lines + ["Not yet measured. The command:", "", "```bash", cmd, "```", ""]
     lines += [
-        "| P | steps | seeds | KL gap (nats) | test NLL (nats) | min/run |",
-        "|---|---:|---|---:|---:|---:|",
+        "| P | objective (auto) | steps | seeds | KL gap (nats) | test NLL (nats) | min/run |",
+        "|---|---|---:|---|---:|---:|---:|",
     ]
     for row, steps, rs in groups:
         lines.append(
-            f"| {'(default)' if row == 'noise' else row} | {steps} | {_seeds(rs)} | "
+            f"| {'(default)' if row == 'default' else row} | {_own(row)} | {steps} | {_seeds(rs)} | "
             f"{_fmt(rs, 'kl_gap_nats', 3, 1, 'kl_gap_nats_se')} | "
             f"{_fmt(rs, 'test_nll_nats', 3)} | {_minutes(rs)} |"
         )
@@ -374,32 +383,34 @@ def check_section(records: list[dict]) -> list[str]:
 
 
 def recipe_section(records: list[dict]) -> list[str]:
-    """The command as written (the default objective) against the same command with each recipe's
-    objective: the KL gap per parameterisation, mean ± standard error over seeds."""
+    """The command with each recipe's objective named: the KL gap per parameterisation, mean ±
+    standard error over seeds; the objective that ``auto`` picks for each in bold."""
     cells = {}
     for r in records:
-        if r["kind"] in ("check", "recipe"):
+        if r["kind"] == "recipe":
             param, _, recipe = r["row"].partition("+")
             cells.setdefault((param, recipe), []).append(r)
-    if not any(recipe for _, recipe in cells):
+    if not cells:
         return []
     cmd = "python benchmarks/objectives.py --data gmm8 --recipes --seeds 0,1,2 --threads 1"
-    heads = ["the default objective (EDM's weighting, log-normal)", *RECIPES]
-    lines = ["## 8 Gaussians: each parameterisation under other objectives", ""]
+    heads = [f"{r} (EDM's objective)" if r == "edm+log_normal" else r for r in RECIPES]
+    lines = ["## 8 Gaussians: each parameterisation under each objective", ""]
     lines += [
         "The issue's command, `python experiments/run.py data=gmm8 model=mlp train.parameterization=P`, "
-        "as written (first column, the check above) and with the objective changed by "
-        "`train.weighting=W train.time_sampler=S` (the other columns, named W+S): the KL gap in nats at "
-        "the preset's 1,000 steps, mean ± standard error over the seeds in brackets.",
+        "with the objective named by `train.weighting=W train.time_sampler=S` (the columns, W+S): the KL "
+        "gap in nats at the preset's 1,000 steps, mean ± standard error over the seeds in brackets. In "
+        "bold, each P's own objective, what `auto` (the default) trains it with (`sg.objective_for`; "
+        "`score` is `noise` with the sign of the output turned, the same runs to the last digit here).",
         "",
         "| P | " + " | ".join(heads) + " |",
         "|---|" + "---:|" * len(heads),
     ]
     for param in RECIPE_PARAMS:
         row = []
-        for recipe in ["", *RECIPES]:
+        for recipe in RECIPES:
             rs = sorted(cells.get((param, recipe), []), key=lambda r: r["seed"])
-            row.append(f"{_fmt(rs, 'kl_gap_nats', 3)} ({_seeds(rs)})" if rs else "-")
+            cell = f"{_fmt(rs, 'kl_gap_nats', 3)} ({_seeds(rs)})" if rs else "-"
+            row.append(f"**{cell}**" if rs and recipe == _own(param) else cell)
         lines.append(f"| {param} | " + " | ".join(row) + " |")
     rs = [r for v in cells.values() for r in v]
     return lines + ["", *_provenance(rs), "", "```bash", cmd, "```", ""]

@@ -292,6 +292,9 @@ def _train_refusal(cfg: DictConfig, cause: Exception, keys: dict, default: str) 
 
 def build_loss(cfg: DictConfig, sde: sg.SDE) -> sg.DSMLoss:
     """The ``loss`` node (its weighting a nested node) for ``sde``, with :func:`build_time_sampler`'s."""
+    t = cfg.train  # auto weighting and time sampler resolved first, in cfg (so the logged config names them)
+    t.weighting, t.time_sampler = sg.objective_for(build_parameterization(cfg), t.weighting, t.time_sampler,
+                                                   importance_sampling=t.importance_sampling)  # fmt: skip
     return build_node(cfg, "loss", sde=sde, **build_time_sampler(cfg, sde))
 
 
@@ -387,8 +390,7 @@ def _training_labels(cfg: DictConfig, data, model):
         raise _bad("train.p_uncond", cfg.train.p_uncond, "0 for an unconditional model (model.num_classes)")
     if k is None:
         return None
-    labels = getattr(data, "train_labels", None)
-    if labels is None:
+    if (labels := getattr(data, "train_labels", None)) is None:
         raise _bad("model.num_classes", k, f"null: data={data.name} has no labels")
     if (found := int(labels.max()) + 1) > k:
         raise _bad("model.num_classes", k, f"at least {found}, the number of classes in data={data.name}")
@@ -475,14 +477,13 @@ def execute(cfg: DictConfig, out_dir: str | Path | None = None) -> dict:
                                 mode=log.mode, log_every=log.log_every, **ident)  # fmt: skip
         if built.trainer is not None:
             built.trainer.add_callbacks(logger)
-    metrics_file = out_dir / "metrics.json"
-    previous = json.loads(metrics_file.read_text()) if metrics_file.exists() else {}
+    previous = json.loads(mfile.read_text()) if (mfile := out_dir / "metrics.json").exists() else {}
     try:
         metrics = run_job(cfg, built, out_dir, device)
         # metrics.json keeps what earlier modes in this directory measured (e.g. train, then sample).
         metrics = {**previous, **metrics, "mode": mode}
         if main_process:
-            metrics_file.write_text(json.dumps(metrics, indent=2))
+            mfile.write_text(json.dumps(metrics, indent=2))
         if logger is not None:
             logger.log_results(metrics, out_dir)
     finally:
@@ -497,8 +498,7 @@ def execute(cfg: DictConfig, out_dir: str | Path | None = None) -> dict:
 def train(trainer: sg.Trainer, steps: int, out_dir: Path, export: dict) -> dict:
     """Train to ``steps`` (from where the trainer resumed); rank 0 writes ``history.json``,
     ``loss.png`` and ``model.safetensors`` (the EMA model to share: weights and recipe)."""
-    history = sg.HistoryFile(out_dir / "history.json")
-    trainer.add_callbacks(history)
+    trainer.add_callbacks(history := sg.HistoryFile(out_dir / "history.json"))
     start = time.perf_counter()
     trainer.fit(steps)
     metrics = {"train_seconds": time.perf_counter() - start, "skipped_steps": trainer.skipped}

@@ -97,6 +97,7 @@ from .models import (
     SuperResolutionUNet,
     UNet,
     VPrediction,
+    objective_for,
     parameterization,
 )
 from .sampling import (
@@ -224,9 +225,9 @@ __all__ = [
     "WEIGHTINGS", "DSMLoss", "UniformTime", "std2_weighting", "likelihood_weighting", "flow_weighting",
     "COUPLINGS", "ot_permutation", "reflow_pairs", "ScoreModel",
     "PARAMETERIZATIONS", "Parameterization", "NoisePrediction", "ScorePrediction", "DataPrediction",
-    "VPrediction", "FlowPrediction", "EDMPreconditioning", "parameterization", "Weighting", "MinSNRWeighting",
-    "EDMWeighting", "SigmoidWeighting", "weighting", "LogNormalNoise", "LogitNormalTime", "TIME_SAMPLERS",
-    "time_sampler", "Trainer", "Batches", "EMA", "WarmupCosine", "Checkpoints", "NonFinite",
+    "VPrediction", "FlowPrediction", "EDMPreconditioning", "parameterization", "objective_for", "Weighting",
+    "MinSNRWeighting", "EDMWeighting", "SigmoidWeighting", "weighting", "LogNormalNoise", "LogitNormalTime",
+    "TIME_SAMPLERS", "time_sampler", "Trainer", "Batches", "EMA", "WarmupCosine", "Checkpoints", "NonFinite",
     "Callback", "ProgressBar", "ProgressPrinter", "PeriodicEval", "CheckpointError", "UnsafeCheckpointError",
     "evaluate_nll",
     "evaluate_bpd", "generate_samples", "chunk_seed", "chunk_generator", "save_image_grid",

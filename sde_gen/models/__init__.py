@@ -23,6 +23,7 @@ from .parameterizations import (
     Parameterization,
     ScorePrediction,
     VPrediction,
+    objective_for,
     parameterization,
 )
 from .score import ScoreModel
@@ -40,6 +41,7 @@ __all__ = [
     "FlowPrediction",
     "EDMPreconditioning",
     "parameterization",
+    "objective_for",
     "MLP",
     "UNet",
     "SuperResolutionUNet",

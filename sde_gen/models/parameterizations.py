@@ -48,6 +48,7 @@ __all__ = [
     "EDMPreconditioning",
     "PARAMETERIZATIONS",
     "parameterization",
+    "objective_for",
 ]
 
 
@@ -66,6 +67,10 @@ class Parameterization:
     """
 
     name = "custom"
+    #: The objective ``(weighting, time_sampler)`` that ``"auto"`` trains this parameterisation with
+    #: (:func:`objective_for`): denoising score matching's ``std2`` at uniform times (Song et al.
+    #: 2021, Ho et al. 2020) unless a subclass measured better with another (docs/objectives.md).
+    objective: tuple[str, str] = ("std2", "uniform")
 
     def inputs(self, x: torch.Tensor, t: torch.Tensor, k, sde) -> tuple[torch.Tensor, torch.Tensor]:
         """What the network is called with: ``(x_t, t)`` unless a parameterisation scales them."""
@@ -146,6 +151,9 @@ class DataPrediction(Parameterization):
     """``F = x_0``: the network is the denoiser."""
 
     name = "data"
+    # EDM's weighting at uniform times: x_0 prediction fails the 8 Gaussians' KL gap under EDM's
+    # log-normal noise levels and sits on the line under std2 (docs/objectives.md).
+    objective = ("edm", "uniform")
 
     def denoise(self, out, x, t, k, sde):
         return out
@@ -158,6 +166,7 @@ class VPrediction(Parameterization):
     """``F = (z - sigma x_0) / sqrt(1 + sigma^2)`` (Salimans & Ho 2022, through ``sigma_hat``)."""
 
     name = "v"
+    objective = ("edm", "log_normal")
 
     def denoise(self, out, x, t, k, sde):
         sigma = _sigma(k, x)
@@ -173,6 +182,8 @@ class FlowPrediction(Parameterization):
     """``F = f(x, t) - g(t)^2 score / 2``: the probability-flow ODE's velocity ``dx/dt``."""
 
     name = "flow"
+    # std2 at uniform times (the base's): EDM's log-normal noise levels almost never draw the high
+    # noise levels where the ODE starts, and a velocity network has no skip to fall back on there.
 
     def score(self, out, x, t, k, sde):
         g2 = batch_broadcast(sde.diffusion(t), x) ** 2
@@ -189,6 +200,7 @@ class EDMPreconditioning(Parameterization):
     output have unit variance at every noise level for data of standard deviation ``sigma_data``."""
 
     name = "edm"
+    objective = ("edm", "log_normal")
 
     def __init__(self, sigma_data: float = 0.5):
         self.sigma_data = check_positive("sigma_data", sigma_data)
@@ -259,3 +271,26 @@ def parameterization(spec, **settings) -> Parameterization:
             "parameterization", spec, f"parameterization {spec!r} takes no settings, got {sorted(settings)}"
         )
     return cls()
+
+
+def objective_for(
+    spec, weighting: str = "auto", time_sampler: str = "auto", *, importance_sampling: bool = False
+):
+    """The names ``(weighting, time_sampler)`` that a parameterisation trains with, ``"auto"``
+    resolved (the command line's ``train.weighting=auto train.time_sampler=auto``, its default).
+
+    ``"auto"`` is the parameterisation's :attr:`Parameterization.objective`, with two exceptions
+    that keep a named choice's meaning: with ``importance_sampling`` the weighting is ``likelihood``
+    and the times uniform (likelihood importance sampling draws the times itself, Song, Durkan et al.
+    2021), and a weighting other than the parameterisation's own goes with uniform times, because a
+    sampler such as EDM's log-normal is part of the objective it came with. Names other than
+    ``"auto"`` are returned unchanged (the weighting and time-sampler factories check them)."""
+    for key, value in (("weighting", weighting), ("time_sampler", time_sampler)):
+        if not isinstance(value, str):
+            raise ArgumentTypeError(key, value, f"{key} must be a name or 'auto', got {type(value).__name__}")
+    own_weighting, own_sampler = parameterization(spec).objective
+    if weighting == "auto":
+        weighting = "likelihood" if importance_sampling else own_weighting
+    if time_sampler == "auto":
+        time_sampler = own_sampler if weighting == own_weighting and not importance_sampling else "uniform"
+    return weighting, time_sampler

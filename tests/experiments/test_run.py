@@ -217,6 +217,33 @@ def test_digits_edm_preset_trains_and_evaluates(tmp_path):
     assert loaded.param == sg.EDMPreconditioning(sigma_data=0.5)
 
 
+@pytest.mark.parametrize(
+    "overrides, weighting, sampler",
+    [
+        ([], sg.EDMWeighting, sg.LogNormalNoise),  # the default preset: edm, its own objective
+        (["train.parameterization=flow"], type(sg.std2_weighting), sg.UniformTime),
+        (["train.parameterization=data"], sg.EDMWeighting, sg.UniformTime),
+        (["train.parameterization=v"], sg.EDMWeighting, sg.LogNormalNoise),
+        (["train.parameterization=noise"], type(sg.std2_weighting), sg.UniformTime),
+        (["train.weighting=min_snr"], sg.MinSNRWeighting, sg.UniformTime),
+        (["train.importance_sampling=true"], type(sg.likelihood_weighting), sg.ImportanceSampler),
+    ],
+)
+def test_auto_objective_is_resolved_for_the_parameterisation_and_recorded(overrides, weighting, sampler):
+    """``train.weighting=auto train.time_sampler=auto`` (the default): ``data=gmm8 model=mlp
+    train.parameterization=P`` trains P with its own objective (sg.objective_for), and the resolved
+    names replace auto in the config that run.py logs."""
+    cfg = cfg_of("data=gmm8", "model=mlp", *TINY, *overrides)
+    loss = run_script.build(cfg).trainer.loss_fn
+    assert type(loss.weighting) is weighting and type(loss.time_sampler) is sampler
+    expected = sg.objective_for(
+        cfg.train.parameterization,
+        importance_sampling=cfg.train.importance_sampling,
+        weighting=next((o.split("=")[1] for o in overrides if "weighting" in o), "auto"),
+    )
+    assert (cfg.train.weighting, cfg.train.time_sampler) == expected and "auto" not in expected
+
+
 def test_digits_flow_preset_is_flow_matching(tmp_path):
     """experiment=digits_flow: the straight path, velocity outputs and flow matching's weighting at
     uniform times, end to end with a fixed-grid Euler ODE (the classic flow-matching sampler); its
@@ -443,7 +470,7 @@ def test_every_group_option_composes_and_its_objects_build():
                 net = torch.nn.Linear(2, 2)
                 assert isinstance(run_script.build_optimizer(cfg, net.parameters()), torch.optim.Optimizer)
             elif group == "loss":
-                assert isinstance(run_script.build_node(cfg, "loss", sde=sg.VPSDE()), sg.DSMLoss)
+                assert isinstance(run_script.build_loss(cfg, sg.VPSDE()), sg.DSMLoss)
 
 
 def test_a_training_setting_is_written_once():

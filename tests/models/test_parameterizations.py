@@ -208,3 +208,56 @@ def test_bad_parameterisations_are_refused_by_name(call, name):
     with pytest.raises((ValueError, TypeError)) as e:
         call()
     assert e.value.name == name
+
+
+#: What ``"auto"`` trains each parameterisation with (docs/objectives.md, the 8 Gaussians tables).
+OWN_OBJECTIVES = {
+    "noise": ("std2", "uniform"),
+    "score": ("std2", "uniform"),
+    "flow": ("std2", "uniform"),
+    "data": ("edm", "uniform"),
+    "v": ("edm", "log_normal"),
+    "edm": ("edm", "log_normal"),
+}
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_auto_objective_is_the_parameterisations_own_and_named_choices_keep_their_meaning(name):
+    """``objective_for``: auto is the parameterisation's own pair; a named weighting other than its
+    own goes with uniform times (a log-normal sampler belongs to EDM's objective); importance
+    sampling means the likelihood weighting at uniform times; names are returned as given."""
+    own_w, own_s = OWN_OBJECTIVES[name]
+    assert sg.parameterization(name).objective == (own_w, own_s)
+    assert sg.objective_for(name) == (own_w, own_s)
+    assert sg.objective_for(name, own_w) == (own_w, own_s)
+    assert sg.objective_for(name, "auto", "logit_normal") == (own_w, "logit_normal")
+    for w in sorted(set(sg.WEIGHTINGS) - {own_w}):
+        assert sg.objective_for(name, w) == (w, "uniform")
+        for s in sorted(sg.TIME_SAMPLERS):
+            assert sg.objective_for(sg.parameterization(name), w, s) == (w, s)
+    assert sg.objective_for(name, importance_sampling=True) == ("likelihood", "uniform")
+    assert sg.objective_for(name, "std2", importance_sampling=True) == ("std2", "uniform")
+
+
+def test_a_users_parameterisation_declares_its_own_objective():
+    class Halved(sg.NoisePrediction):
+        name = "halved"
+        objective = ("min_snr", "logit_normal")
+
+    assert sg.objective_for(Halved()) == ("min_snr", "logit_normal")
+    assert sg.objective_for(Halved(), "sigmoid") == ("sigmoid", "uniform")
+    assert sg.objective_for(sg.Parameterization()) == ("std2", "uniform")  # the base: DSM's own
+
+
+@pytest.mark.parametrize(
+    "kwargs, name",
+    [
+        (dict(spec="x0"), "parameterization"),
+        (dict(spec="v", weighting=None), "weighting"),
+        (dict(spec="v", time_sampler=3), "time_sampler"),
+    ],
+)
+def test_objective_for_refuses_bad_arguments_by_name(kwargs, name):
+    with pytest.raises((ValueError, TypeError)) as e:
+        sg.objective_for(**kwargs)
+    assert e.value.name == name
