@@ -54,7 +54,7 @@ import sde_gen as sg  # noqa: E402
 
 warnings.filterwarnings("ignore", message="Solver '.*' does not support callbacks")
 DTYPE = torch.float64
-SCHEDULES = ("time_uniform", "time_quadratic", "log_snr", "edm")
+SCHEDULES = ("time_uniform", "time_quadratic", "log_snr", "edm", "vp_uniform")
 
 
 def sdes() -> dict:

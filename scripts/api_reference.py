@@ -1,5 +1,6 @@
 """Write docs/api.md: one mkdocstrings entry for every public name of ``sde_gen`` (``sg.__all__``),
-grouped by the layer (the folder of ``sde_gen/``) that defines it. ``tests/test_docs.py`` checks the file is up to date.
+grouped by the layer (the folder of ``sde_gen/``) that defines it. ``tests/test_docs.py`` checks
+the file is up to date.
 
     .venv/bin/python scripts/api_reference.py
 """

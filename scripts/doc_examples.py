@@ -1,8 +1,9 @@
 """Run the Python examples of a documentation page, as a reader would.
 
-Every ```python block of a page (indented inside a list too) runs, in page order, in one namespace (a page reads top to
-bottom, so a later block may use what an earlier one defined). A block that cannot run here is
-marked on the line before it with an HTML comment that says why, which the site does not show:
+Every ```python block of a page (indented inside a list too) runs, in page order, in one namespace
+(a page reads top to bottom, so a later block may use what an earlier one defined). A block that
+cannot run here is marked on the line before it with an HTML comment that says why, which the
+site does not show:
 
     <!-- not run: needs a CUDA device -->
 

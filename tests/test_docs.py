@@ -51,8 +51,12 @@ def test_navigation_reaches_every_page():
 
 def test_every_page_example_runs_or_says_why_not():
     """A block is skipped only with a stated reason, and most of the docs' code runs."""
-    skipped = [(p, b.line) for p in doc_examples.pages_with_examples() for b in doc_examples.blocks(p)
-               if b.not_run is not None and len(b.not_run) < 10]
+    skipped = [
+        (p, b.line)
+        for p in doc_examples.pages_with_examples()
+        for b in doc_examples.blocks(p)
+        if b.not_run is not None and len(b.not_run) < 10
+    ]
     assert not skipped, f"a `not run` mark must say why: {skipped}"
 
 
@@ -74,9 +78,9 @@ def test_every_figure_names_the_command_that_made_it():
         text = path.read_text()
         for m in _IMAGE.finditer(text):
             assert (ROOT / "docs" / m.group(1)).is_file(), f"{path.name}: {m.group(1)} is missing"
-            rest = text[m.end():].lstrip("\n")
+            rest = text[m.end() :].lstrip("\n")
             while _IMAGE.match(rest):  # pictures side by side share one caption
-                rest = rest[_IMAGE.match(rest).end():].lstrip("\n")
+                rest = rest[_IMAGE.match(rest).end() :].lstrip("\n")
             caption = rest.split("\n\n", 1)[0]
             if not re.search(r"`(python|bash|torchrun|sbatch) [^`]+`", caption):
                 missing.append(f"{path.name}: {m.group(1)}")

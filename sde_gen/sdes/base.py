@@ -285,7 +285,6 @@ class VPSDE(_BetaSchedule, GaussianPriorMixin, SDE):
 
     prior_std = 1.0
     recommended_schedules = {
-        "IPNDM": "time_uniform",
         "UniPC": "time_quadratic",
         "DPMSolverPlusPlus": "time_quadratic",
     }
@@ -318,7 +317,6 @@ class SubVPSDE(_BetaSchedule, GaussianPriorMixin, SDE):
 
     prior_std = 1.0
     recommended_schedules = {
-        "IPNDM": "time_quadratic",
         "UniPC": "time_quadratic",
         "DPMSolverPlusPlus": "time_quadratic",
     }
@@ -353,7 +351,6 @@ class VESDE(GaussianPriorMixin, SDE):
     """
 
     recommended_schedules = {
-        "IPNDM": "time_uniform",
         "UniPC": "time_uniform",
         "DPMSolverPlusPlus": "time_uniform",
     }

@@ -45,7 +45,7 @@ class CosineVPSDE(GaussianPriorMixin, SDE):
     """
 
     #: measured best for few steps (docs/benchmarks_schedules.md)
-    recommended_schedules = {"IPNDM": "log_snr", "UniPC": "time_uniform", "DPMSolverPlusPlus": "time_uniform"}
+    recommended_schedules = {"UniPC": "time_uniform", "DPMSolverPlusPlus": "time_uniform"}
 
     prior_std = 1.0
 

@@ -273,6 +273,8 @@ def expected_grid(sde, schedule: str, steps: int, T: float, eps: float) -> torch
         "time_quadratic": lambda s: s.sqrt(),
         "log_snr": lambda s: sde.half_log_snr(s),
         "edm": lambda s: sde.sigma_hat(s) ** (1.0 / EDM_RHO),
+        # the time at which VP (beta 0.1 to 20) reaches sigma_hat: 0.1 r + 9.95 r^2 = log(1 + sigma^2)
+        "vp_uniform": lambda s: (-0.1 + (0.01 + 39.8 * torch.log1p(sde.sigma_hat(s) ** 2)).sqrt()) / 19.9,
     }[schedule]
     ends = v(torch.tensor([T, eps], dtype=F64))
     return ends[0] + (ends[1] - ends[0]) * u, v
@@ -294,15 +296,26 @@ def test_each_schedule_is_uniform_in_its_variable(name, schedule):
 
 
 def test_named_schedules_differ_where_they_should():
-    """On VP the four grids differ (time_quadratic and log_snr denser near the data than
-    time_uniform); on EDM's sigma(t) = t, "edm" is the rho = 7 polynomial in t itself."""
+    """On VP the grids differ (time_quadratic and log_snr denser near the data than time_uniform),
+    except vp_uniform, which on VP is time_uniform, and elsewhere puts VP's noise levels: on
+    sub-VP its inner times are VP's time-uniform ones moved to where sub-VP has the same
+    sigma_hat; on EDM's sigma(t) = t, "edm" is the rho = 7 polynomial in t itself."""
     vp = sg.VPSDE()
     grids = {s: time_grid(vp, s, 10, 1.0, 1e-3) for s in SCHEDULES}
     for s in ("time_quadratic", "log_snr"):
         assert (grids[s][1:-1] < grids["time_uniform"][1:-1]).all(), s
+    torch.testing.assert_close(grids["vp_uniform"], grids["time_uniform"], rtol=1e-12, atol=1e-15)
     for a in SCHEDULES:
         for b in SCHEDULES:
-            assert a == b or (grids[a] - grids[b]).abs().max() > 0.05, (a, b)
+            same = {a, b} == {"time_uniform", "vp_uniform"}
+            assert a == b or same or (grids[a] - grids[b]).abs().max() > 0.05, (a, b)
+    sub = sg.SubVPSDE()
+    g = time_grid(sub, "vp_uniform", 10, 1.0, 1e-3)
+    # the same levels but for the ends' (sub-VP's last is 1e-4, VP's 1e-2): within 1% before the last
+    torch.testing.assert_close(
+        sub.sigma_hat(g[:-1]), vp.sigma_hat(grids["time_uniform"][:-1]), rtol=1e-2, atol=0
+    )
+    assert (g[3:-1] > grids["time_uniform"][3:-1]).all() and g[-2] > grids["time_uniform"][-2] + 0.05  # later
     edm = EDMSDE()
     g = time_grid(edm, "edm", 18, 80.0, 0.002)
     i = torch.arange(19, dtype=F64)
@@ -324,7 +337,7 @@ def test_a_solver_given_no_schedule_runs_on_the_sdes_recommendation():
 
     vp = PlainVP()
     own = {
-        sg.IPNDM(steps=10): "edm",
+        sg.IPNDM(steps=10): "vp_uniform",
         sg.Heun(steps=20): "edm",
         sg.DPMSolverPlusPlus(steps=10): "log_snr",
         sg.UniPC(steps=10): "log_snr",
@@ -350,7 +363,7 @@ def test_a_solver_given_no_schedule_runs_on_the_sdes_recommendation():
 
     # the built-in SDEs' recommendations (measured: docs/benchmarks_schedules.md)
     assert [sg.VPSDE().schedule_for(s) for s in (sg.IPNDM(4), sg.UniPC(4), sg.DPMSolverPlusPlus(4))] == [
-        "time_uniform",
+        "vp_uniform",
         "time_quadratic",
         "time_quadratic",
     ]

@@ -10,6 +10,12 @@ same thing for VP, sub-VP, VE and any SDE a user writes:
 - ``"log_snr"``: uniform in the half log-SNR ``lambda = -log sigma_hat`` (Lu et al. 2022, Sec. 3.3).
 - ``"edm"``: ``sigma_hat_i = (s_max^(1/rho) + i/N (s_min^(1/rho) - s_max^(1/rho)))^rho`` with
   ``rho = 7`` (Karras et al. 2022, Eq. 5).
+- ``"vp_uniform"``: the noise levels that Song et al.'s VP SDE (``beta_min = 0.1``, ``beta_max =
+  20``, :data:`VP_REFERENCE`) has at uniform times, between this SDE's own end levels: uniform in
+  ``r(sigma_hat)``, the time at which that VP SDE reaches ``sigma_hat`` (``sigma_hat^2 = exp(B(r))
+  - 1``, ``B(r) = 0.1 r + 9.95 r^2``). On that VP SDE it is ``"time_uniform"``; on any other it
+  puts the same noise levels, so a solver that steps in ``(xhat, sigma_hat)`` (iPNDM) takes the
+  steps measured best on VP, whatever the SDE's clock (docs/samplers.md).
 
 A solver given no schedule (``schedule=None``, the default of the stepping solvers and of Heun)
 takes the one the SDE recommends for it, :meth:`SDE.schedule_for <sde_gen.SDE.schedule_for>`:
@@ -25,8 +31,23 @@ from ..._checks import ArgumentTypeError, ArgumentValueError
 
 __all__ = ["SCHEDULES", "time_grid", "check_schedule", "resolve_schedule"]
 
-SCHEDULES = ("time_uniform", "time_quadratic", "log_snr", "edm")
+SCHEDULES = ("time_uniform", "time_quadratic", "log_snr", "edm", "vp_uniform")
 EDM_RHO = 7.0
+#: ``(beta_min, beta_max)`` of the VP SDE whose clock ``"vp_uniform"`` is uniform in.
+VP_REFERENCE = (0.1, 20.0)
+
+
+def _vp_time(sigma: torch.Tensor) -> torch.Tensor:
+    """The time at which the reference VP SDE reaches the noise level ``sigma`` (float64)."""
+    b0, b1 = VP_REFERENCE
+    b = torch.log1p(sigma.to(torch.float64) ** 2)  # B(r) = b0 r + (b1 - b0) r^2 / 2
+    return 2.0 * b / (b0 + torch.sqrt(b0**2 + 2.0 * (b1 - b0) * b))
+
+
+def _vp_sigma(r: torch.Tensor) -> torch.Tensor:
+    """The reference VP SDE's noise level ``sqrt(exp(B(r)) - 1)`` at times ``r``."""
+    b0, b1 = VP_REFERENCE
+    return torch.sqrt(torch.expm1(b0 * r + 0.5 * (b1 - b0) * r**2))
 
 
 def check_schedule(schedule):
@@ -111,9 +132,12 @@ def time_grid(sde, schedule, steps: int | None, t_start: float, t_end: float) ->
     elif schedule == "log_snr":
         lam = sde.half_log_snr(ends)
         grid = sde.t_from_half_log_snr(lam[0] + (lam[1] - lam[0]) * u)
-    else:  # "edm"
+    elif schedule == "edm":
         r = sde.sigma_hat(ends) ** (1.0 / EDM_RHO)
         grid = sde.t_from_sigma_hat((r[0] + (r[1] - r[0]) * u) ** EDM_RHO)
+    else:  # "vp_uniform"
+        r = _vp_time(sde.sigma_hat(ends))
+        grid = sde.t_from_sigma_hat(_vp_sigma(r[0] + (r[1] - r[0]) * u))
     grid = grid.to(**f64)
     grid[0], grid[-1] = t_start, t_end  # exact ends, whatever the rounding of the inverse
     return grid
