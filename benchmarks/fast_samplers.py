@@ -51,10 +51,10 @@ from problems import ComponentW2, OrnsteinUhlenbeck, mixture_16d  # noqa: E402
 from solvers import cpu_name, keep_interpretation  # noqa: E402
 
 import sde_gen as sg  # noqa: E402
+from sde_gen.sampling.solvers.grids import SCHEDULES  # noqa: E402  (the named grids, one list)
 
 warnings.filterwarnings("ignore", message="Solver '.*' does not support callbacks")
 DTYPE = torch.float64
-SCHEDULES = ("time_uniform", "time_quadratic", "log_snr", "edm", "vp_uniform")
 
 
 def sdes() -> dict:

@@ -256,8 +256,8 @@ def main(argv=None) -> None:
         "Error: the per-component W2 figure over its noise floor (1.0 = exact samples; "
         "`benchmarks/fast_samplers.py` defines it), on one prior draw of n = 20,000 (gmm8) or 2,000 "
         f"(16-D) points; tuned grids from `sg.optimize_schedule` with a pilot of {PILOT} other points. "
-        "`best named` is the best of the five named grids (sde_gen/sampling/solvers/grids.py) for that "
-        "sampler, budget and SDE (the best grid by hand).",
+        f"`best named` is the best of the {len(SCHEDULES)} named grids (sde_gen/sampling/solvers/grids.py) "
+        "for that sampler, budget and SDE (the best grid by hand).",
         "",
         f"## Worst case over the {len(results)} (mixture, SDE) runs",
         "",

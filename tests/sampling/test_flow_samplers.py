@@ -40,7 +40,7 @@ def _ratio(solver) -> tuple[float, int]:
         (sg.ProbabilityFlow("dopri5"), 4.0),
         (sg.DDIM(steps=200, eta=1.0), 4.0),
         # at 20 evaluations, on the grid uniform in t that the straight path is sampled on
-        # (benchmarks/fast_samplers.py: 0.94x the floor; 3.84x on iPNDM's default "edm" grid)
+        # (benchmarks/fast_samplers.py: 0.94x the floor; 3.84x on "edm", iPNDM's own grid until 2026-12-07)
         (sg.IPNDM(steps=20, schedule="time_uniform"), 2.0),
         (sg.UniPC(steps=20, schedule="time_quadratic"), 2.0),
     ],
@@ -55,7 +55,7 @@ def test_the_default_grids_on_the_straight_path_reach_the_floor_at_20_evaluation
     """Given no grid, a solver runs on the one RectifiedFlow recommends for it (measured,
     docs/flows.md): at 20 evaluations the best of DPM-Solver++, UniPC and iPNDM at their defaults
     is within 2x of the noise floor (iPNDM on the grid uniform in t), and each default beats the
-    grid the solver would use on VP (iPNDM's edm, UniPC's and DPM-Solver++'s log_snr)."""
+    solver's own grid of before (iPNDM's edm, UniPC's and DPM-Solver++'s log_snr)."""
     ratios = {}
     for make, vp_grid in ((sg.DPMSolverPlusPlus, "log_snr"), (sg.UniPC, "log_snr"), (sg.IPNDM, "edm")):
         default, nfe = _ratio(make(steps=20))
